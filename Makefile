@@ -1,0 +1,49 @@
+# Thin wrapper around `python -m kit`: every variable given on the command line is passed on as
+# key=value (`make fold=2 backbone=vgg16 epochs_head=3`). The first target that needs Python
+# creates .venv and installs the kit there.
+.DEFAULT_GOAL := train
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+# key='value' for every command-line variable except the Makefile's own, quoted for the shell.
+OWN := PYTHON VENV k
+ARGS := $(strip $(foreach v,$(filter-out $(OWN),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),$(v)='$(subst ','\'',$($(v)))')))
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+.PHONY: train demo all folds spec test test-fast lint install help
+
+train: $(VENV)/.installed ## train one fold of one backbone: make fold=0 backbone=xception [competition=demo]
+	$(PY) -m kit train $(ARGS)
+
+demo: $(VENV)/.installed ## the whole job on the embedded demo competition (offline)
+	$(PY) -m kit all competition=demo $(ARGS)
+
+all: $(VENV)/.installed ## every fold x backbone of a competition: make all competition=<slug>
+	$(PY) -m kit all $(ARGS)
+
+folds: $(VENV)/.installed ## make runs/<slug>/folds.csv
+	$(PY) -m kit folds $(ARGS)
+
+spec: $(VENV)/.installed ## print the resolved spec with overrides applied
+	$(PY) -m kit spec $(ARGS)
+
+test: $(VENV)/.installed ## run every test (a few minutes on 2 CPU cores)
+	$(PY) -m pytest -q $(if $(k),-k '$(k)'); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+test-fast: $(VENV)/.installed ## the tests not marked slow
+	$(PY) -m pytest -q -m 'not slow'; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+lint: $(VENV)/.installed ## ruff
+	$(VENV)/bin/ruff check kit tests
+
+install: $(VENV)/.installed ## create .venv and install the kit (done by any target on first use)
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | awk -F'\t' '{printf "  make %-10s %s\n", $$1, $$2}'

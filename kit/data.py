@@ -1,0 +1,272 @@
+"""Competition data: train and test tables (id, image path, labels) for every layout a spec can
+describe, and image decoding to 3-channel 8-bit RGB whatever the file holds."""
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from kit import KitError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+
+
+@dataclass
+class Data:
+    classes: list  # class names (str), in output order
+    train: pd.DataFrame  # id, path
+    y: np.ndarray  # binary (n,) 0/1; multiclass (n,) class index; multilabel (n, K) 0/1
+    groups: np.ndarray | None
+    test: pd.DataFrame  # id, path
+
+
+def load_data(spec):
+    root = spec.data_path
+    if not root.is_dir() and spec.source == "synthetic":
+        from kit.demo import generate
+
+        generate(root, spec.seed)
+    if not root.is_dir():
+        raise KitError(f"no data folder {root}: run `make download competition={spec.slug}` "
+                       f"or put the competition's files there")
+    ids, labels, groups = _train_labels(spec, root)
+    classes, y = _encode(spec, labels)
+    train_paths = _image_paths(root, spec.train_dir, ids, spec.image_ext, "train")
+    train = pd.DataFrame({"id": ids, "path": train_paths})
+    test_ids = _test_ids(spec, root)
+    test = pd.DataFrame({"id": test_ids,
+                         "path": _image_paths(root, spec.test_dir, test_ids, spec.image_ext, "test")})
+    return Data(classes, train, y, groups, test)
+
+
+def read_csv(path, what):
+    """A CSV with every cell as text: ids like 0042 keep their zeros."""
+    if not path.is_file():
+        raise KitError(f"no {what} at {path}")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise KitError(f"{path}: cannot read as CSV ({str(e).strip().splitlines()[0]})") from None
+
+
+def _columns(frame, names, path):
+    for name in names:
+        if name not in frame.columns:
+            raise KitError(f"{path} has no column {name!r} (columns: {', '.join(frame.columns)})")
+
+
+def _train_labels(spec, root):
+    """(ids, labels, groups): labels are one str per image, a list per image (multilabel), or a
+    0/1 matrix when the spec names one target column per class."""
+    if spec.group_column and spec.layout != "csv":
+        raise KitError("group_column needs layout: csv (groups come from the labels CSV)")
+    if spec.layout == "csv":
+        path = root / spec.train_csv
+        frame = read_csv(path, "labels CSV")
+        targets = spec.target_column if isinstance(spec.target_column, list) else [spec.target_column]
+        _columns(frame, [spec.id_column, *targets] + ([spec.group_column] if spec.group_column else []), path)
+        ids = frame[spec.id_column].tolist()
+        groups = frame[spec.group_column].to_numpy() if spec.group_column else None
+        if isinstance(spec.target_column, list):
+            try:
+                return ids, frame[targets].astype(float).to_numpy(), groups
+            except ValueError:
+                raise KitError(f"{path}: target columns {', '.join(targets)} must hold 0/1 values") from None
+        labels = frame[spec.target_column].str.strip().tolist()
+        if spec.task == "multilabel":
+            labels = [[t for t in cell.split(spec.label_sep) if t] for cell in labels]
+        return ids, labels, groups
+    folder = root / spec.train_dir
+    if not folder.is_dir():
+        raise KitError(f"no train image folder {folder}")
+    if spec.layout == "folders":
+        if spec.task == "multilabel":
+            raise KitError("layout folders gives one label per image: it cannot hold a multilabel task")
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                       if p.suffix.lower() in IMAGE_EXTS and p.parent != folder)
+        return files, [f.split("/")[0] for f in files], None
+    files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    pattern = re.compile(spec.label_regex)
+    matches = [pattern.search(f) for f in files]
+    unmatched = [f for f, m in zip(files, matches) if not m]
+    if unmatched:
+        raise KitError(f"label_regex {spec.label_regex!r} finds no label in {len(unmatched)} file "
+                       f"names in {folder}, e.g. {unmatched[0]!r}")
+    labels = [m.group(1) for m in matches]
+    if spec.task == "multilabel":
+        labels = [[t for t in label.split(spec.label_sep) if t] for label in labels]
+    return files, labels, None
+
+
+def _sorted_labels(labels):
+    """Numeric labels in numeric order (2 before 10), others alphabetically."""
+    try:
+        return sorted(labels, key=float)
+    except ValueError:
+        return sorted(labels)
+
+
+def _encode(spec, labels):
+    where = "labels"
+    if isinstance(labels, np.ndarray):  # one 0/1 column per class
+        classes = list(spec.target_column)
+        if not np.isin(labels, (0, 1)).all():
+            raise KitError(f"{where}: target columns {', '.join(classes)} must hold 0/1 values")
+        if spec.task == "multilabel":
+            return classes, labels.astype(np.float32)
+        bad = np.flatnonzero(labels.sum(1) != 1)
+        if len(bad):
+            raise KitError(f"{where}: row {bad[0]} has {int(labels[bad[0]].sum())} classes set; "
+                           f"a {spec.task} task needs exactly one")
+        y = labels.argmax(1)
+    else:
+        flat = [t for cell in labels for t in cell] if spec.task == "multilabel" else labels
+        if "" in flat:
+            raise KitError(f"{where}: row {flat.index('')} has an empty label")
+        classes = [str(c) for c in spec.classes] if spec.classes else _sorted_labels(set(flat))
+        index = {c: i for i, c in enumerate(classes)}
+        unknown = sorted(set(flat) - set(index))
+        if unknown:
+            raise KitError(f"{where}: label {unknown[0]!r} is not in classes ({', '.join(classes)})")
+        if spec.task == "multilabel":
+            y = np.zeros((len(labels), len(classes)), np.float32)
+            for row, cell in enumerate(labels):
+                y[row, [index[t] for t in cell]] = 1
+            return classes, y
+        y = np.array([index[t] for t in labels], dtype=np.int64)
+    if spec.task == "binary":
+        if len(classes) != 2:
+            raise KitError(f"{where}: a binary task needs 2 classes, found {len(classes)}: "
+                           f"{', '.join(classes[:6])}")
+        return classes, y.astype(np.float32)
+    return classes, y
+
+
+def _test_ids(spec, root):
+    sample = root / spec.sample_submission
+    if spec.test_ids == "sample_submission":
+        frame = read_csv(sample, "sample submission (or set test_ids: folder)")
+        return frame[frame.columns[0]].tolist()
+    folder = root / spec.test_dir
+    if not folder.is_dir():
+        raise KitError(f"no test image folder {folder}")
+    names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    # Ids are written as the sample submission writes them: with or without the extension.
+    with_ext = sample.is_file() and all(
+        Path(i).suffix.lower() in IMAGE_EXTS for i in read_csv(sample, "sample submission").iloc[:, 0][:20])
+    return names if with_ext else [Path(n).stem for n in names]
+
+
+def _image_paths(root, folder, ids, ext, what):
+    """Each id's image file under root/folder; ids may carry the extension, or `ext` adds it, or
+    the file is found whatever its image type."""
+    base = os.path.normpath(root / folder)
+    inside = os.path.normpath(root) + os.sep
+    listings = {}
+    paths, missing = [], []
+    for image_id in ids:
+        image_id = str(image_id)
+        if Path(image_id).suffix.lower() in IMAGE_EXTS:
+            name = image_id
+        elif ext:
+            name = image_id + (ext if ext.startswith(".") else "." + ext)
+        else:
+            name = image_id + ".*"
+        path = os.path.normpath(os.path.join(base, name))
+        if os.path.isabs(image_id) or not path.startswith(inside):
+            raise KitError(f"{what} id {image_id!r} points outside the data folder {root}")
+        directory, file = os.path.split(path)
+        if directory not in listings:
+            listings[directory] = _listing(directory)
+        found = listings[directory].get(file if not file.endswith(".*") else file[:-2])
+        if found is None:
+            missing.append(path)
+        paths.append(os.path.join(directory, found or file))
+    if missing:
+        raise KitError(f"{len(missing)} of {len(ids)} {what} images are missing, e.g. {missing[0]}")
+    return paths
+
+
+def _listing(directory):
+    """File names in a folder, findable by full name and, for images, by stem."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return {}
+    found = {n: n for n in names}
+    images = [n for n in names if Path(n).suffix.lower() in IMAGE_EXTS]
+    for n in sorted(images, key=lambda n: (IMAGE_EXTS.index(Path(n).suffix.lower()), n)):
+        found.setdefault(Path(n).stem, n)
+    return found
+
+
+class BadImage(Exception):
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def read_rgb(path, size=None):
+    """Decode an image file to (H, W, 3) uint8 RGB, resized to size x size when given.
+
+    Grayscale, RGBA, palette, CMYK and 16-bit images are converted; a truncated or corrupt file
+    raises BadImage (Pillow refuses truncated JPEGs that OpenCV would silently half-decode).
+    """
+    try:
+        with Image.open(path) as im:
+            if size and im.format == "JPEG":
+                im.draft("RGB", (size, size))  # decode at a reduced scale, never below `size`
+            im.load()
+            arr = _pil_rgb8(im)
+    except UnidentifiedImageError:
+        arr = _cv2_rgb8(path)  # a format Pillow does not know
+    except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, ValueError, ...
+        raise BadImage(path, str(e) or type(e).__name__) from None
+    if size and arr.shape[:2] != (size, size):
+        arr = cv2.resize(arr, (size, size), interpolation=cv2.INTER_AREA)
+    return arr
+
+
+def _pil_rgb8(im):
+    if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit integer or float grayscale
+        return _gray8(np.asarray(im))
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    return np.asarray(im.convert("RGB"))
+
+
+def _gray8(a):
+    """Scale a deep single-channel array to 8 bits by its type's range, the same for every image."""
+    if np.issubdtype(a.dtype, np.floating):
+        a = a * 255 if a.max(initial=0) <= 1 else a
+    elif a.dtype != np.uint8:
+        a = a / 257  # 16-bit range (Pillow opens 16-bit files as I;16 or as 32-bit I)
+    a = np.clip(a, 0, 255).astype(np.uint8)
+    return np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a
+
+
+def _cv2_rgb8(path):
+    a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if a is None:
+        raise BadImage(path, "not an image file")
+    if a.ndim == 2:
+        return _gray8(a)
+    if a.dtype != np.uint8:
+        a = np.clip(a / 257 if np.issubdtype(a.dtype, np.integer) else a * 255, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(a, cv2.COLOR_BGRA2RGB if a.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+
+
+def check_images(paths, size, workers=0):
+    """Decode every image once, in parallel: {path: reason} for those that cannot be read."""
+    def reason(path):
+        try:
+            read_rgb(path, size)
+        except BadImage as e:
+            return e.reason
+    with ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+        return {p: r for p, r in zip(paths, pool.map(reason, paths)) if r is not None}

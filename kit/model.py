@@ -1,0 +1,147 @@
+"""The model and the devices it runs on.
+
+raw 0-255 RGB -> the backbone's preprocess_input -> base(x, training=False) -> global average
+pooling -> dropout -> dense head (sigmoid for binary and multilabel, softmax for multiclass).
+"""
+import os
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+
+from kit import KitError
+from kit.backbones import BACKBONES
+
+
+@keras.saving.register_keras_serializable(package="kit")
+class Preprocess(keras.layers.Layer):
+    """keras.applications' preprocess_input inside the model, so the model takes raw RGB."""
+
+    def __init__(self, mode, **kwargs):
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def call(self, x):
+        if self.mode == "none":  # backbones that rescale inside (EfficientNet, ConvNeXt)
+            return x
+        return keras.applications.imagenet_utils.preprocess_input(x, mode=self.mode)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="kit")
+class InferenceMode(keras.layers.Layer):
+    """Runs the pretrained base with training=False on every call.
+
+    `base(x, training=False)` in a functional model is not enough in Keras 3: fit's outer
+    training=True overrides it for nested models (keras-team/keras#20285), and unfrozen
+    BatchNorm layers would then update their moving statistics. This layer's call takes no
+    `training` argument, so Keras has nothing to override.
+    """
+
+    def __init__(self, base, **kwargs):
+        super().__init__(**kwargs)
+        self.base = base
+
+    def call(self, x):
+        return self.base(x, training=False)
+
+    def compute_output_shape(self, input_shape):
+        return self.base.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "base": keras.saving.serialize_keras_object(self.base)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "base": keras.saving.deserialize_keras_object(config["base"])})
+
+
+def build_model(backbone, task, n_classes, size, weights, dropout):
+    """(model, base). The base starts frozen; `set_trainable` opens it phase by phase."""
+    entry = BACKBONES[backbone]
+    inputs = keras.Input((size, size, 3), name="image")
+    x = Preprocess(entry.preprocess, dtype="float32", name="preprocess")(inputs)
+    try:
+        base = getattr(keras.applications, entry.constructor)(
+            include_top=False, weights=weights, input_shape=(size, size, 3))
+    except ValueError as e:  # e.g. a weights file made for another architecture
+        first = str(e).splitlines()[0]
+        raise KitError(f"{backbone}: cannot build with weights={weights!r}: {first}") from None
+    base.trainable = False
+    # BatchNorm stays in inference mode for good, even once its block is unfrozen: the moving
+    # statistics of the pretrained base never move.
+    x = InferenceMode(base, name="base")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = 1 if task == "binary" else n_classes
+    activation = "softmax" if task == "multiclass" else "sigmoid"
+    # The head computes in float32 under mixed precision: probabilities need the range.
+    outputs = keras.layers.Dense(outputs, activation=activation, dtype="float32", name="head")(x)
+    return keras.Model(inputs, outputs, name=f"{backbone}_kit"), base
+
+
+def trainable_layers(base, blocks, trainable):
+    """The layers of the base that a phase trains: none, the last K registry blocks, or all."""
+    if trainable == "none":
+        return []
+    if trainable == "all":
+        return list(base.layers)
+    k = int(trainable.split(":")[1])
+    if k > len(blocks):
+        raise KitError(f"trainable {trainable}: {base.name} has {len(blocks)} blocks")
+    start = next(i for i, layer in enumerate(base.layers) if layer.name.startswith(blocks[-k]))
+    return base.layers[start:]
+
+
+def set_trainable(base, blocks, trainable):
+    """Freeze the base except what the phase trains. The model must be compiled afterwards."""
+    opened = {id(layer) for layer in trainable_layers(base, blocks, trainable)}
+    base.trainable = bool(opened)
+    for layer in base.layers:
+        layer.trainable = id(layer) in opened
+
+
+def compile_model(model, task, lr, jit_compile):
+    """A fresh optimizer per phase: keras only sees a new `trainable` set on compile."""
+    if task == "multiclass":
+        loss, metric = keras.losses.SparseCategoricalCrossentropy(), keras.metrics.SparseCategoricalAccuracy
+    else:
+        loss, metric = keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=[metric(name="accuracy")],
+                  jit_compile=jit_compile)
+
+
+@dataclass
+class Device:
+    strategy: tf.distribute.Strategy
+    accelerator: str  # tpu | gpu | cpu
+    policy: str  # keras dtype policy for the base
+    jit_compile: bool
+
+
+def setup_device(strategy="auto", mixed_precision="auto", jit_compile="auto"):
+    """The distribution strategy (TPU, several GPUs -> mirrored, else default), mixed precision
+    and XLA: on by default with an accelerator, off on a CPU."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if strategy == "auto" and _has_tpu():
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver.connect()
+        chosen, accelerator = tf.distribute.TPUStrategy(resolver), "tpu"
+    elif strategy == "mirrored" or (strategy == "auto" and len(gpus) > 1):
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        chosen = tf.distribute.MirroredStrategy([d.name for d in devices])
+        accelerator = "gpu" if gpus else "cpu"
+    else:
+        chosen, accelerator = tf.distribute.get_strategy(), "gpu" if gpus else "cpu"
+    if mixed_precision == "auto":
+        mixed_precision = {"tpu": "bfloat16", "gpu": "float16", "cpu": "off"}[accelerator]
+    policy = "float32" if mixed_precision == "off" else f"mixed_{mixed_precision}"
+    jit = accelerator != "cpu" if jit_compile == "auto" else jit_compile == "on"
+    return Device(chosen, accelerator, policy, jit)
+
+
+def _has_tpu():
+    # Asking TF's resolver on a machine without a TPU may wait on a cloud metadata server.
+    named = os.environ.get("TPU_NAME") or os.environ.get("TPU_ACCELERATOR_TYPE")
+    return bool(named) or os.path.exists("/dev/accel0")

@@ -1,0 +1,199 @@
+"""Train one fold of one backbone with the spec's schedule, then predict OOF and test.
+
+    runs/<slug>/<backbone>/fold<k>/
+        config.yaml   the resolved spec and this run's settings
+        history.csv   epoch, phase, lr, loss, metric, val_loss, val_metric (one line per epoch)
+        model.keras   the best weights of the whole schedule; takes raw RGB
+        oof.csv       this fold's validation ids, one probability column per output
+        test.csv      every test id, same columns
+        curves.png    loss and accuracy, train and validation, phases marked
+        log.txt       what was skipped, and the fold's score
+"""
+import dataclasses
+import math
+import sys
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from kit import KitError
+from kit.augment import Augmenter, serialized
+from kit.config import check_backbone, check_fold, dump
+from kit.curves import plot_curves
+from kit.data import check_images, load_data
+from kit.files import atomic_path, write_csv, write_text
+from kit.folds import load_folds
+from kit.inputs import eval_batches, train_stream
+from kit.metrics import score
+from kit.model import build_model, compile_model, set_trainable, setup_device, trainable_layers
+
+
+def run_dir(spec, backbone, fold):
+    return spec.runs_path / backbone / f"fold{fold}"
+
+
+def is_done(out):
+    return (out / "oof.csv").is_file() and (out / "test.csv").is_file()
+
+
+def image_size(spec, entry):
+    return max(spec.image_size or entry.size, entry.min_size)
+
+
+def run_fold(spec, backbone, fold, force=False):
+    entry = check_backbone(backbone)
+    check_fold(spec, fold)
+    out = run_dir(spec, backbone, fold)
+    if is_done(out) and not force:
+        print(f"{out} is finished: force=1 trains it again", flush=True)
+        return out
+    size = image_size(spec, entry)
+    data = load_data(spec)
+    fold_of = load_folds(spec, data)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "log.txt").unlink(missing_ok=True)
+    log = _logger(out)
+    log(f"{spec.slug} / {backbone} / fold {fold}: {size}px, {len(data.train)} train images, "
+        f"{len(data.test)} test images, classes: {', '.join(data.classes[:10])}")
+
+    # Unreadable training images are skipped and listed; a test image must never be skipped.
+    bad_test = check_images(data.test["path"], size, spec.workers)
+    if bad_test:
+        path, reason = next(iter(bad_test.items()))
+        raise KitError(f"{len(bad_test)} test images cannot be read (a submission needs every row), "
+                       f"e.g. {path}: {reason}")
+    bad = check_images(data.train["path"], size, spec.workers)
+    if bad:
+        write_csv(out / "skipped.csv", pd.DataFrame({"path": list(bad), "reason": list(bad.values())}))
+        log(f"skipped {len(bad)} unreadable training images (listed in {out / 'skipped.csv'}), "
+            f"e.g. {next(iter(bad.items()))[0]}: {next(iter(bad.values()))}")
+    usable = ~data.train["path"].isin(list(bad)).to_numpy()
+    train_idx = np.flatnonzero((fold_of != fold) & usable)
+    val_idx = np.flatnonzero((fold_of == fold) & usable)
+    resolved = dataclasses.replace(spec, image_size=size)
+    write_text(out / "config.yaml", dump(resolved, backbone=backbone, fold=fold))
+
+    # Same seed, same folds, same predictions: seeded, and deterministic ops on the CPU.
+    keras.utils.set_random_seed(spec.seed)
+    device = setup_device(spec.strategy, spec.mixed_precision, spec.jit_compile)
+    if device.accelerator == "cpu":
+        tf.config.experimental.enable_op_determinism()
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(device.policy)
+    try:
+        with device.strategy.scope():
+            model, base = build_model(backbone, spec.task, len(data.classes), size, spec.weights,
+                                      spec.dropout)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    for phase in spec.schedule:  # a top:K beyond the backbone's blocks fails now, not hours in
+        trainable_layers(base, entry.blocks, phase.trainable)
+    replicas = device.strategy.num_replicas_in_sync
+    log(f"device: {device.accelerator}, {replicas} replica(s) ({type(device.strategy).__name__}), "
+        f"{device.policy}, XLA {'on' if device.jit_compile else 'off'}")
+
+    batch = spec.batch_size * replicas
+    y = data.y.reshape(-1, 1) if spec.task == "binary" else data.y
+    paths = data.train["path"].to_numpy()
+    val = eval_batches(paths[val_idx], size, batch, y[val_idx], spec.workers)
+    augment = Augmenter(serialized(spec.augment))
+    history, best = History(out / "history.csv"), KeepBest()
+    epoch = 0
+    for phase in spec.schedule:
+        if phase.epochs == 0:
+            continue
+        set_trainable(base, entry.blocks, phase.trainable)
+        with device.strategy.scope():
+            compile_model(model, spec.task, phase.lr, device.jit_compile)
+        train, steps = train_stream(paths[train_idx], y[train_idx], size, augment, spec.seed,
+                                    (epoch, epoch + phase.epochs), batch, spec.limit_batches, spec.workers)
+        history.phase = phase.name
+        log(f"phase {phase.name}: base trainable {phase.trainable} "
+            f"({sum(layer.trainable for layer in base.layers)} of {len(base.layers)} layers), "
+            f"lr {phase.lr:g}, up to {phase.epochs} epochs")
+        model.fit(train, steps_per_epoch=steps, validation_data=val, initial_epoch=epoch, shuffle=False,
+                  epochs=epoch + phase.epochs, callbacks=[history, best, *_phase_callbacks(phase, epoch)],
+                  verbose=1 if sys.stdout.isatty() else 2)
+        epoch = history.rows[-1]["epoch"]
+    # The model now holds the weights with the lowest val_loss of the whole schedule.
+
+    with atomic_path(out / "model.keras") as tmp:
+        model.save(tmp)
+    plot_curves(pd.DataFrame(history.rows), out / "curves.png")
+    columns = data.classes[1:] if spec.task == "binary" else data.classes
+    oof = model.predict(val.map(lambda x, _: x), verbose=0)
+    test = model.predict(eval_batches(data.test["path"], size, batch, workers=spec.workers), verbose=0)
+    write_csv(out / "oof.csv", _frame(data.train["id"].to_numpy()[val_idx], oof, columns))
+    write_csv(out / "test.csv", _frame(data.test["id"], test, columns))  # last: marks the fold done
+    fold_score = score(spec.metric, data.y[val_idx], oof[:, 0] if spec.task == "binary" else oof)
+    log(f"fold {fold} {spec.metric}: {fold_score:.5f} "
+        f"(best val_loss {best.best:.5f})")
+    return out
+
+
+def _frame(ids, probabilities, columns):
+    return pd.DataFrame({"id": list(ids), **{c: probabilities[:, k] for k, c in enumerate(columns)}})
+
+
+def _logger(out):
+    def log(message):
+        print(message, flush=True)
+        with open(out / "log.txt", "a") as f:
+            f.write(message + "\n")
+    return log
+
+
+def _phase_callbacks(phase, start):
+    """Learning rate and early stopping of one phase; epochs count from the phase's start."""
+    callbacks = []
+    if phase.warmup or phase.decay == "cosine":
+        def lr(epoch, current):
+            e = epoch - start
+            if e < phase.warmup:
+                return phase.lr * (e + 1) / (phase.warmup + 1)
+            if phase.decay == "cosine":
+                t = (e - phase.warmup) / max(1, phase.epochs - phase.warmup)
+                return phase.lr * 0.5 * (1 + math.cos(math.pi * t))
+            return current  # after warm-up: whatever plateau decay has made of it
+        callbacks.append(keras.callbacks.LearningRateScheduler(lr))
+    if phase.decay == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            factor=0.2, patience=max(1, phase.patience // 2), min_lr=phase.lr / 1000))
+    if phase.patience:
+        callbacks.append(keras.callbacks.EarlyStopping(patience=phase.patience))
+    return callbacks
+
+
+class History(keras.callbacks.Callback):
+    """history.csv, rewritten after every epoch: epochs continue across phases, one line each."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path, self.rows, self.phase = path, [], None
+
+    def on_epoch_end(self, epoch, logs=None):
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.rows.append({"epoch": epoch + 1, "phase": self.phase, "lr": lr, "loss": logs["loss"],
+                          "metric": logs["accuracy"], "val_loss": logs["val_loss"],
+                          "val_metric": logs["val_accuracy"]})
+        write_csv(self.path, pd.DataFrame(self.rows))
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Keeps the weights with the lowest val_loss over the whole schedule and puts them back at
+    the end of every phase: the next phase starts from the best model, and a fine-tuning phase
+    that never beats the head leaves the head's weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.best, self.weights = math.inf, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs["val_loss"] < self.best:
+            self.best, self.weights = logs["val_loss"], self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.weights is not None:
+            self.model.set_weights(self.weights)

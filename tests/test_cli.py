@@ -1,0 +1,56 @@
+"""The command line as a user meets it: one clear line and a non-zero exit, never a traceback."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, spec_file, write_competition
+
+
+def kit(*args, cwd=ROOT):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "kit", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "backbone=xcepton"], "error: unknown backbone 'xcepton' (did you mean 'xception'?)"),
+    (["train", "fold=7"], "error: fold 7 is out of range: n_folds is 3 (folds 0..2)"),
+    (["train", "fold=one"], "error: fold: expected a whole number, got 'one'"),
+    (["train", "epochs_hed=3"], "error: unknown key 'epochs_hed' (did you mean 'epochs_head'?)"),
+    (["train", "competition=nope"], "error: unknown competition 'nope'"),
+    (["train", "fold"], "error: expected key=value, got 'fold'"),
+    (["trian"], "error: unknown command 'trian'"),
+    (["train", "competition=dogs-vs-cats-redux-kernels-edition", "data_dir=/nonexistent/dvc"],
+     "error: no data folder /nonexistent/dvc: "
+     "run `make download competition=dogs-vs-cats-redux-kernels-edition`"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    result = kit(*args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == message or result.stderr.strip().startswith(message)
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda root: (root / "train" / "tr004.png").unlink(), "error: 1 of 24 train images are missing"),
+    (lambda root: (root / "train.csv").write_text("id,label\n../../../etc/passwd,a\n"),
+     "error: train id '../../../etc/passwd' points outside the data folder"),
+])
+def test_bad_data_on_the_command_line(tmp_path, edit, message):
+    write_competition(tmp_path / "data")
+    edit(tmp_path / "data")
+    result = kit("train", f"competition={spec_file(tmp_path)}", "backbone=vgg16")
+    assert result.returncode == 2 and result.stderr.strip().startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not shutil.which("make"), reason="make is not installed")
+def test_make_passes_command_line_variables_as_overrides(tmp_path):
+    result = subprocess.run(["make", "--no-print-directory", "spec", "competition=demo", "epochs_head=3",
+                             "lr_finetune=2e-5", f"PYTHON={sys.executable}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "epochs: 3" in result.stdout and "lr: 2.0e-05" in result.stdout

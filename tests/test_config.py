@@ -1,0 +1,84 @@
+import dataclasses
+
+import pytest
+import yaml
+from conftest import spec_file
+
+from kit import KitError
+from kit.config import Spec, _build, dump, load_spec
+
+
+@pytest.mark.parametrize("slug", ["demo", "dogs-vs-cats-redux-kernels-edition"])
+def test_shipped_specs_load(slug):
+    spec = load_spec(slug)
+    assert spec.slug == slug
+    assert [p.name for p in spec.schedule] == ["head", "finetune"]
+
+
+def test_real_specs_default_to_imagenet_and_the_demo_does_not():
+    assert load_spec("dogs-vs-cats-redux-kernels-edition").weights == "imagenet"
+    assert load_spec("demo").weights is None
+
+
+def test_default_schedule_finetunes_the_top_block_100x_lower(tmp_path):
+    spec = load_spec(str(spec_file(tmp_path, schedule=dataclasses.asdict(Spec("x"))["schedule"])))
+    head, finetune = spec.schedule
+    assert (head.trainable, finetune.trainable) == ("none", "top:1")
+    assert head.lr / finetune.lr == pytest.approx(100)
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"batch_sise": 8}, "unknown key 'batch_sise' (did you mean 'batch_size'?)"),
+    ({"batch_size": "many"}, "batch_size: expected int, got 'many'"),
+    ({"task": "regression"}, "task: 'regression' is not one of"),
+    ({"metric": "f2"}, "metric: f2 does not apply to a multiclass task"),
+    ({"backbones": ["vgg16", "xcepton"]}, "unknown backbone 'xcepton' (did you mean 'xception'?)"),
+    ({"schedule": [{"name": "a", "trainable": "top:0"}]}, "trainable 'top:0' is not none, all or top:K"),
+    ({"schedule": [{"name": "a"}, {"name": "a"}]}, "phase names must differ"),
+    ({"schedule": [{"name": "a", "epocs": 3}]}, "unknown key 'epocs' (did you mean 'epochs'?)"),
+    ({"n_folds": 1}, "n_folds: 1 is below 2"),
+    ({"weights": "missing.h5"}, "no weights file at missing.h5"),
+    ({"augment": [{"HorizontalFlip": {"prob": 0.5}}]}, "HorizontalFlip: Argument(s) 'prob' are not valid"),
+    ({"label_regex": "cat"}, "needs a (group)"),
+])
+def test_bad_spec_fails_on_load_naming_the_key(tmp_path, keys, message):
+    with pytest.raises(KitError, match=None) as e:
+        load_spec(str(spec_file(tmp_path, **keys)))
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_competition_lists_the_known_ones():
+    with pytest.raises(KitError, match="unknown competition 'dgos'.*demo"):
+        load_spec("dgos")
+
+
+def test_command_line_overrides_are_typed(tmp_path):
+    spec = load_spec(str(spec_file(tmp_path)), {
+        "epochs_head": "3", "lr_finetune": "1e-5", "trainable_finetune": "top:2", "weights": "null",
+        "backbones": "vgg16,xception", "image_size": "64", "dropout": "0.5", "label_sep": "yes",
+        "classes": "b,a", "target_column": "x,y"})
+    head, finetune = spec.schedule
+    assert (head.epochs, finetune.lr, finetune.trainable) == (3, 1e-5, "top:2")
+    assert spec.weights is None and spec.image_size == 64 and spec.dropout == 0.5
+    assert spec.backbones == ["vgg16", "xception"] and spec.classes == ["b", "a"]
+    assert spec.label_sep == "yes"  # a string key keeps the text, not YAML's boolean
+    assert spec.target_column == ["x", "y"]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("epochs_hed", "3", "unknown key 'epochs_hed' (did you mean 'epochs_head'?)"),
+    ("batch_size", "8.5", "batch_size: expected int"),
+    ("epochs_head", "x", "epochs_head: expected int"),
+])
+def test_bad_override_is_one_clear_line(tmp_path, key, value, message):
+    with pytest.raises(KitError) as e:
+        load_spec(str(spec_file(tmp_path)), {key: value})
+    assert message in str(e.value)
+
+
+def test_dumped_spec_loads_back_to_the_same_spec(tmp_path):
+    spec = load_spec(str(spec_file(tmp_path)), {"epochs_head": "4"})
+    raw = yaml.safe_load(dump(spec, backbone="vgg16", fold=1))
+    assert (raw.pop("backbone"), raw.pop("fold")) == ("vgg16", 1)
+    assert _build(Spec, raw, "dump") == spec

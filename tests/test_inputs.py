@@ -1,0 +1,89 @@
+import albumentations as A
+import numpy as np
+import pytest
+from PIL import Image
+
+from kit.augment import Augmenter, serialized
+from kit.config import load_spec
+from kit.inputs import eval_batches, train_stream
+
+FLIP = serialized([{"HorizontalFlip": {"p": 0.5}}, {"RandomBrightnessContrast": {"p": 0.5}}])
+
+
+@pytest.fixture
+def images(tmp_path):
+    """Ten 8x8 images; image i's top-left pixel is i*20, its top-right pixel 255."""
+    paths = []
+    for i in range(10):
+        a = np.zeros((8, 8, 3), np.uint8)
+        a[0, 0], a[0, -1] = i * 20, 255
+        Image.fromarray(a).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    return paths
+
+
+def _batches(ds, steps_per_epoch, epochs):
+    it = iter(ds)
+    return [[tuple(np.asarray(t) for t in next(it)) for _ in range(steps_per_epoch)] for _ in range(epochs)]
+
+
+def test_each_epoch_shows_every_image_once_in_a_seeded_order(images):
+    y = np.arange(10)
+    ds, steps = train_stream(images, y, 8, None, 3, (0, 3), 4)
+    assert steps == 3
+    epochs = _batches(ds, steps, 3)
+    orders = [np.concatenate([labels for _, labels in epoch]).tolist() for epoch in epochs]
+    assert all(sorted(order) == list(range(10)) for order in orders)
+    assert orders[0] != orders[1]
+    for epoch in epochs:  # labels travel with their images
+        for x, labels in epoch:
+            assert (x[:, 0, 0, 0] == labels * 20).all()
+
+
+def test_a_stream_resumed_at_epoch_k_sees_what_an_uninterrupted_one_saw(images):
+    augment = Augmenter(FLIP)
+    full, steps = train_stream(images, np.arange(10), 8, augment, 5, (0, 3), 4)
+    resumed, _ = train_stream(images, np.arange(10), 8, augment, 5, (2, 3), 4)
+    whole, tail = _batches(full, steps, 3)[2], _batches(resumed, steps, 1)[0]
+    for (xa, ya), (xb, yb) in zip(whole, tail):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+
+
+def test_augmentation_is_seeded_and_differs_between_epochs(images):
+    augment = Augmenter(FLIP)
+    runs = [_batches(train_stream(images, np.arange(10), 8, augment, seed, (0, 2), 10)[0], 1, 2)
+            for seed in (1, 1, 2)]
+    np.testing.assert_array_equal(runs[0][0][0][0], runs[1][0][0][0])
+    np.testing.assert_array_equal(runs[0][1][0][0], runs[1][1][0][0])
+    assert not np.array_equal(runs[0][0][0][0], runs[2][0][0][0])
+    flipped = [(x[:, 0, 0, 1] == 255).sum() for epoch in runs[0] for x, _ in epoch]
+    assert 0 < sum(flipped) < 20  # some images flipped, not all
+
+
+def test_limit_batches_caps_an_epoch(images):
+    _, steps = train_stream(images, np.arange(10), 8, None, 0, (0, 1), 4, limit=2)
+    assert steps == 2
+
+
+def test_validation_and_test_images_are_only_resized_in_file_order(images):
+    batches = list(eval_batches(images, 4, 3, y=np.arange(10)))
+    x = np.concatenate([np.asarray(b[0]) for b in batches])
+    assert x.shape == (10, 4, 4, 3) and x.dtype == np.float32
+    assert np.concatenate([np.asarray(b[1]) for b in batches]).tolist() == list(range(10))
+    again = np.concatenate([np.asarray(b) for b in eval_batches(images, 4, 3)])
+    np.testing.assert_array_equal(x, again)
+    assert (x[:, 0, -1, 0] > x[:, 0, 0, 0]).all()  # never flipped
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_spec_can_name_an_albumentations_file(tmp_path, suffix):
+    compose = A.Compose([A.VerticalFlip(p=0.3), A.OneOf([A.Blur(), A.GaussNoise()], p=0.2)])
+    A.save(compose, str(tmp_path / f"aug{suffix}"), data_format=suffix[1:])
+    spec = load_spec("demo", {"augment": str(tmp_path / f"aug{suffix}")})
+    assert serialized(spec.augment)["transform"] == A.to_dict(compose)["transform"]
+
+
+def test_augmentation_that_changes_the_size_is_resized_back():
+    crop = Augmenter(serialized([{"RandomCrop": {"height": 5, "width": 6, "p": 1.0}}]))
+    assert crop(np.zeros((8, 8, 3), np.uint8), 0, 0, 0).shape == (8, 8, 3)

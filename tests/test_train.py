@@ -1,0 +1,174 @@
+"""The schedule and the one-fold run, on a tiny competition with random-init backbones."""
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import write_competition
+
+from kit import KitError
+from kit.backbones import BACKBONES
+from kit.model import build_model
+from kit.train import run_fold
+
+HEAD = {"name": "head", "trainable": "none", "epochs": 2, "lr": 1e-2, "patience": 0}
+
+
+def _initial(spec, backbone, size):
+    """The weights run_fold starts from: it seeds before building, so the same seed rebuilds them."""
+    keras.utils.set_random_seed(spec.seed)
+    return build_model(backbone, spec.task, 2, size, None, spec.dropout)
+
+
+def _values(layer):
+    return [keras.ops.convert_to_numpy(w).copy() for w in layer.weights]
+
+
+def _trained(out):
+    model = keras.saving.load_model(out / "model.keras")
+    return model, model.get_layer("base").base
+
+
+def test_one_fold_writes_every_artefact(tiny):
+    spec = tiny()
+    out = run_fold(spec, "vgg16", 1)
+    assert out == spec.runs_path / "vgg16" / "fold1"
+    history = pd.read_csv(out / "history.csv")
+    assert list(history.columns) == ["epoch", "phase", "lr", "loss", "metric", "val_loss", "val_metric"]
+    assert history["epoch"].tolist() == [1, 2] and history["phase"].tolist() == ["head", "finetune"]
+    assert history["lr"].tolist() == pytest.approx([1e-3, 1e-4])
+    folds = pd.read_csv(spec.runs_path / "folds.csv", dtype=str)
+    oof, test = pd.read_csv(out / "oof.csv", dtype={"id": str}), pd.read_csv(out / "test.csv")
+    assert oof["id"].tolist() == folds.loc[folds["fold"] == "1", "id"].tolist()
+    assert list(oof.columns) == ["id", "a", "b"]
+    assert test["id"].tolist() == [f"te{i:03d}" for i in range(8)]
+    np.testing.assert_allclose(test[["a", "b"]].sum(1), 1, rtol=1e-5)
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert (config["backbone"], config["fold"], config["image_size"]) == ("vgg16", 1, 32)
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    model, _ = _trained(out)  # the saved model takes raw RGB and reproduces the test predictions
+    from kit.data import read_rgb
+    x = np.stack([read_rgb(p, 32) for p in sorted((spec.data_path / "test").iterdir())]).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x, verbose=0), test[["a", "b"]].to_numpy(), atol=1e-5)
+
+
+def test_finished_fold_is_kept_unless_forced(tiny, capsys):
+    spec = tiny(schedule=[{**HEAD, "epochs": 1}])
+    out = run_fold(spec, "vgg16", 0)
+    stamp = (out / "test.csv").stat().st_mtime_ns
+    run_fold(spec, "vgg16", 0)
+    assert "is finished: force=1 trains it again" in capsys.readouterr().out
+    assert (out / "test.csv").stat().st_mtime_ns == stamp
+    run_fold(spec, "vgg16", 0, force=True)
+    assert (out / "test.csv").stat().st_mtime_ns != stamp
+
+
+def test_same_seed_same_predictions(tiny, tmp_path):
+    spec = tiny()
+    first = pd.read_csv(run_fold(spec, "resnet50", 0) / "oof.csv")
+    again = tiny(runs_dir=str(tmp_path / "again"))
+    pd.testing.assert_frame_equal(first, pd.read_csv(run_fold(again, "resnet50", 0) / "oof.csv"))
+
+
+def test_head_phase_leaves_the_base_bitwise_unchanged(tiny):
+    spec = tiny(schedule=[HEAD])
+    model0, base0 = _initial(spec, "xception", 71)
+    model, base = _trained(run_fold(spec, "xception", 0))
+    for before, after in zip(_values(base0), _values(base)):
+        np.testing.assert_array_equal(before, after)
+    head0, head = _values(model0.get_layer("head")), _values(model.get_layer("head"))
+    assert not np.array_equal(head0[0], head[0])
+
+
+def test_top_k_changes_only_its_blocks(tiny):
+    spec = tiny(schedule=[{"name": "ft", "trainable": "top:1", "epochs": 2, "lr": 1e-3, "patience": 0}])
+    _, base0 = _initial(spec, "vgg16", 32)
+    _, base = _trained(run_fold(spec, "vgg16", 0))
+    for layer0, layer in zip(base0.layers, base.layers):
+        changed = any(not np.array_equal(a, b) for a, b in zip(_values(layer0), _values(layer)))
+        assert changed == layer.name.startswith("block5_conv"), layer.name
+
+
+def test_batchnorm_statistics_never_move_while_gamma_and_beta_train(tiny):
+    spec = tiny(schedule=[{"name": "all", "trainable": "all", "epochs": 1, "lr": 1e-3, "patience": 0}],
+                batch_size=4)
+    _, base0 = _initial(spec, "resnet50", 32)
+    _, base = _trained(run_fold(spec, "resnet50", 0))
+    norms = [(a, b) for a, b in zip(base0.layers, base.layers)
+             if isinstance(b, keras.layers.BatchNormalization)]
+    assert len(norms) == 53
+    gammas_moved = 0
+    for layer0, layer in norms:
+        np.testing.assert_array_equal(_values(layer0)[2], _values(layer)[2])  # moving mean
+        np.testing.assert_array_equal(_values(layer0)[3], _values(layer)[3])  # moving variance
+        gammas_moved += not np.array_equal(_values(layer0)[0], _values(layer)[0])
+    assert gammas_moved == len(norms)
+
+
+def test_epochs_continue_across_phases_and_early_stopping_ends_a_phase(tiny):
+    schedule = [{**HEAD, "epochs": 3, "lr": 1e-3},
+                # A learning rate this high wrecks the model: early stopping ends the phase after
+                # `patience` worse epochs, and the best (head) weights are what is saved.
+                {"name": "wreck", "trainable": "all", "epochs": 6, "lr": 5.0, "patience": 1}]
+    spec = tiny(schedule=schedule)
+    out = run_fold(spec, "vgg16", 0)
+    history = pd.read_csv(out / "history.csv")
+    assert history["epoch"].tolist() == list(range(1, len(history) + 1))
+    assert history["phase"].tolist()[:3] == ["head"] * 3 and 4 < len(history) < 9
+    best = history["val_loss"].min()
+    assert history.loc[history["phase"] == "wreck", "val_loss"].min() > best
+    model, _ = _trained(out)
+    from kit.inputs import eval_batches
+    ids = pd.read_csv(out / "oof.csv", dtype=str)["id"]
+    data_paths = [str(spec.data_path / "train" / f"{i}.png") for i in ids]
+    y = np.array([int(i[2:]) % 2 for i in ids])  # conftest labels images a, b, a, b, ...
+    loss = model.evaluate(eval_batches(data_paths, 32, 8, y), verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(best, rel=1e-4)
+
+
+def test_warmup_and_cosine_shape_the_learning_rate(tiny):
+    spec = tiny(schedule=[{**HEAD, "epochs": 4, "lr": 1e-3, "warmup": 1, "decay": "cosine"}])
+    lr = pd.read_csv(run_fold(spec, "vgg16", 0) / "history.csv")["lr"].tolist()
+    assert lr == pytest.approx([5e-4, 1e-3, 1e-3 * 0.75, 1e-3 * 0.25])
+
+
+def test_unreadable_training_images_are_skipped_and_counted(tiny):
+    spec = tiny(schedule=[{**HEAD, "epochs": 1}])
+    (spec.data_path / "train" / "tr005.png").write_bytes(b"\x89PNG broken")
+    out = run_fold(spec, "vgg16", 1)
+    assert "skipped 1 unreadable training images" in (out / "log.txt").read_text()
+    assert pd.read_csv(out / "skipped.csv")["path"].str.endswith("tr005.png").all()
+    assert "tr005" not in pd.read_csv(out / "oof.csv")["id"].tolist()
+
+
+def test_an_unreadable_test_image_is_an_error_naming_it(tiny):
+    spec = tiny(schedule=[{**HEAD, "epochs": 1}])
+    (spec.data_path / "test" / "te003.png").write_bytes(b"nothing")
+    with pytest.raises(KitError, match="1 test images cannot be read .*te003.png"):
+        run_fold(spec, "vgg16", 0)
+
+
+def test_fold_out_of_range_and_unknown_backbone(tiny):
+    with pytest.raises(KitError, match="fold 2 is out of range: n_folds is 2"):
+        run_fold(tiny(), "vgg16", 2)
+    with pytest.raises(KitError, match="unknown backbone 'vgg61'"):
+        run_fold(tiny(), "vgg61", 0)
+
+
+def test_image_size_never_goes_below_the_backbones_minimum(tiny):
+    spec = tiny(schedule=[{**HEAD, "epochs": 1}], image_size=32)
+    config = yaml.safe_load((run_fold(spec, "xception", 0) / "config.yaml").read_text())
+    assert config["image_size"] == BACKBONES["xception"].min_size == 71
+
+
+def test_multilabel_and_binary_tasks_train(tmp_path, tiny):
+    spec = tiny(schedule=[{**HEAD, "epochs": 1}], task="binary", metric="log_loss")
+    assert list(pd.read_csv(run_fold(spec, "vgg16", 0) / "test.csv").columns) == ["id", "b"]
+    root = tmp_path / "ml"
+    write_competition(root, classes=("a", "b", "c"))
+    train = pd.read_csv(root / "train.csv")
+    train.assign(label=["a b", "c", "b c"] * 8).to_csv(root / "train.csv", index=False)
+    spec = tiny(schedule=[{**HEAD, "epochs": 1}], task="multilabel", metric="f2", data_dir=str(root),
+                runs_dir=str(tmp_path / "mlruns"))
+    test = pd.read_csv(run_fold(spec, "vgg16", 0) / "test.csv")
+    assert list(test.columns) == ["id", "a", "b", "c"] and not np.allclose(test[["a", "b", "c"]].sum(1), 1)
