@@ -17,16 +17,34 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-.PHONY: train demo all folds spec test test-fast lint install help
+.PHONY: train demo all predict cv ensemble validate download submit folds spec test test-fast lint install help
 
 train: $(VENV)/.installed ## train one fold of one backbone: make fold=0 backbone=xception [competition=demo]
 	$(PY) -m kit train $(ARGS)
 
-demo: $(VENV)/.installed ## the whole job on the embedded demo competition (offline)
+demo: $(VENV)/.installed ## the whole job on the embedded demo competition (offline): make all competition=demo
 	$(PY) -m kit all competition=demo $(ARGS)
 
-all: $(VENV)/.installed ## every fold x backbone of a competition: make all competition=<slug>
+all: $(VENV)/.installed ## every fold x backbone, then cv and a mean-ensemble submission: make all competition=<slug>
 	$(PY) -m kit all $(ARGS)
+
+predict: $(VENV)/.installed ## predict again with a trained fold (after changing tta): make predict fold=0 backbone=vgg16
+	$(PY) -m kit predict $(ARGS)
+
+cv: $(VENV)/.installed ## CV table of whatever runs exist; runs/<slug>/cv.csv and report.md
+	$(PY) -m kit cv $(ARGS)
+
+ensemble: $(VENV)/.installed ## a submission CSV under submissions/: make ensemble method=mean|rank|weighted
+	$(PY) -m kit ensemble $(ARGS)
+
+validate: $(VENV)/.installed ## check a CSV against the sample submission: make validate file=submissions/x.csv
+	$(PY) -m kit validate $(ARGS)
+
+download: $(VENV)/.installed ## the competition's data into data/<slug>/: make download competition=<slug>
+	$(PY) -m kit download $(ARGS)
+
+submit: $(VENV)/.installed ## validate, then submit: make submit file=submissions/x.csv message="..." [dry_run=1]
+	$(PY) -m kit submit $(ARGS)
 
 folds: $(VENV)/.installed ## make runs/<slug>/folds.csv
 	$(PY) -m kit folds $(ARGS)

@@ -3,19 +3,28 @@
 Every key that is not one of the command's own (competition, fold, backbone, force, ...) overrides
 the competition spec: `python -m kit train fold=0 backbone=xception epochs_head=3`.
 """
+import json
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 from kit import KitError
 
-USAGE = """usage: python -m kit <command> [key=value ...]
+USAGE = """usage: python -m kit <command> [key=value ...]     (competition=demo unless given)
 
 commands:
-  train   one fold of one backbone      competition=demo fold=0 backbone=<first of the spec> force=0
-  all     every fold x backbone of the spec
-  folds   make runs/<slug>/folds.csv
-  spec    print the resolved spec
+  train     one fold of one backbone            fold=0 backbone=<the spec's first> force=0
+  predict   predict again with a trained fold   fold=0 backbone=...  (e.g. after changing tta)
+  all       every fold x backbone, then cv and an ensemble submission
+  cv        the CV table from whatever runs exist; runs/<slug>/cv.csv and report.md
+  ensemble  a submission CSV under submissions/  method=mean|rank|weighted
+  validate  check a CSV against the sample submission   file=submissions/....csv
+  download  the competition's data into data/<slug>/ (official kaggle client)   force=0
+  submit    validate, then submit with the official kaggle client
+            file=<default: the newest for the competition> message=... dry_run=0
+  folds     make runs/<slug>/folds.csv
+  spec      print the resolved spec
 
 any other key=value overrides the spec (epochs_head=3 image_size=128 weights=null ...)"""
 
@@ -86,6 +95,15 @@ def cmd_train(options):
     run_fold(spec, backbone, fold, force)
 
 
+def cmd_predict(options):
+    fold, backbone = _int(options, "fold", 0), options.pop("backbone", "")
+    spec = _spec(options)
+    _start_tensorflow()
+    from kit.predict import predict_fold
+
+    predict_fold(spec, backbone or spec.backbones[0], fold)
+
+
 def cmd_all(options):
     force = _flag(options, "force")
     spec = _spec(options)
@@ -95,6 +113,110 @@ def cmd_all(options):
     for backbone in spec.backbones:
         for fold in range(spec.n_folds):
             run_fold(spec, backbone, fold, force)
+    _cv(spec)
+    _ensemble(spec, "mean")
+
+
+def cmd_cv(options):
+    _cv(_spec(options))
+
+
+def _cv(spec):
+    from kit.data import load_data
+    from kit.ensemble import cross_validate
+    from kit.report import show, write_report
+
+    data = load_data(spec)
+    table, members, missing, weights = cross_validate(spec, data)
+    report = write_report(spec, data, table, members, missing, weights)
+    print(show(spec, table, missing, weights))
+    print(f"saved {spec.runs_path / 'cv.csv'} and {report}")
+
+
+def cmd_ensemble(options):
+    method = options.pop("method", "mean")
+    _ensemble(_spec(options), method)
+
+
+def _ensemble(spec, method):
+    from kit.data import load_data, read_csv
+    from kit.ensemble import combine, labels_of, load_members
+    from kit.metrics import spec_score
+    from kit.submission import write
+
+    data = load_data(spec)
+    members, missing = load_members(spec, data)
+    y_of = labels_of(data)
+    ids, oof, test, weights = combine(spec, members, y_of, method)
+    cv = spec_score(spec, y_of(ids), oof)
+    runs = [f"{m.name}/fold{k}" for m in members for k in m.folds]
+    about = {"competition": spec.slug, "method": method, "metric": spec.metric, "cv": round(cv, 6),
+             "weights": {m.name: round(float(w), 4) for m, w in zip(members, weights)},
+             "runs": runs, "missing": missing}
+    sample = read_csv(spec.data_path / spec.sample_submission, "sample submission")
+    path = write(spec, sample, data.classes, data.test["id"].tolist(), test, method, about)
+    print(f"ensemble ({method}) of {len(runs)} runs: {', '.join(runs)}")
+    if missing:
+        print(f"not finished, left out: {', '.join(missing)}")
+    if method == "weighted":
+        print("weights: " + ", ".join(f"{k} {v:g}" for k, v in about["weights"].items()))
+    print(f"OOF {spec.metric}: {cv:.5f} on {len(ids)} images")
+    print(f"wrote {path}")
+    return path
+
+
+def cmd_validate(options):
+    file = options.pop("file", "")
+    spec = _spec(options)
+    from kit.data import load_data
+    from kit.submission import check
+
+    check(_submission_file(spec, file), spec, load_data(spec))
+
+
+def _submission_file(spec, file):
+    """The file given, or the newest submission of the competition."""
+    if file:
+        return Path(file)
+    found = sorted(Path("submissions").glob(f"{spec.slug}-*.csv"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise KitError(f"no submission of {spec.slug} under submissions/: make ensemble first, or give file=")
+    print(f"file: {found[-1]} (the newest for {spec.slug})")
+    return found[-1]
+
+
+def cmd_download(options):
+    force = _flag(options, "force")
+    spec = _spec(options)
+    if spec.source == "synthetic":
+        print(f"{spec.slug} is generated by the kit on first use: nothing to download")
+        return
+    from kit.kaggle_client import download
+
+    download(spec.slug, spec.data_path, force)
+
+
+def cmd_submit(options):
+    file, message, dry_run = options.pop("file", ""), options.pop("message", ""), _flag(options, "dry_run")
+    spec = _spec(options)
+    from kit.data import load_data
+    from kit.submission import check
+
+    path = _submission_file(spec, file)
+    check(path, spec, load_data(spec))
+    about = path.with_suffix(".json")
+    if not message and about.is_file():
+        made = json.loads(about.read_text())
+        message = f"{made['method']} of {len(made['runs'])} runs, CV {made['metric']} {made['cv']}"
+    message = message or path.name
+    if dry_run:
+        print(f"dry run: would submit {path} ({path.stat().st_size} bytes) to {spec.slug} "
+              f"with message {message!r}")
+        return
+    from kit.kaggle_client import submit
+
+    answer, ref = submit(spec.slug, path, message)
+    print(f"{answer} (submission {ref}); {path} is kept")
 
 
 def cmd_folds(options):
@@ -113,7 +235,9 @@ def cmd_spec(options):
     print(dump(_spec(options)), end="")
 
 
-COMMANDS = {"train": cmd_train, "all": cmd_all, "folds": cmd_folds, "spec": cmd_spec}
+COMMANDS = {"train": cmd_train, "predict": cmd_predict, "all": cmd_all, "cv": cmd_cv,
+            "ensemble": cmd_ensemble, "validate": cmd_validate, "download": cmd_download,
+            "submit": cmd_submit, "folds": cmd_folds, "spec": cmd_spec}
 
 
 def main(argv=None):

@@ -73,6 +73,9 @@ class Spec:
     task: str = "multiclass"  # binary | multiclass | multilabel
     classes: list[str] | None = None  # order of the classes; binary: the second is the positive one
     metric: str = "accuracy"  # the competition's metric (kit/metrics.py)
+    submission: str = "auto"  # auto (from the sample submission) | probability | label | per_class | labels
+    threshold: float = 0.5  # probability -> label, for hard-label metrics and multilabel submissions
+    clip: float = 1e-4  # log loss: probabilities are clipped to [clip, 1 - clip]
     # How to train.
     backbones: list[str] = field(default_factory=lambda: ["vgg16", "resnet50", "xception"])
     weights: str | None = "imagenet"  # imagenet | null (random init) | path to a weights file
@@ -82,6 +85,8 @@ class Spec:
     seed: int = 42
     dropout: float = 0.3
     augment: list | str = field(default_factory=_default_augment)
+    tta: list[str] = field(default_factory=list)  # test-time views besides the image: hflip, vflip
+    tta_augment: int = 0  # and this many randomly augmented copies (the training pipeline)
     schedule: list[Phase] = field(default_factory=_default_schedule)
     limit_batches: int = 0  # train on at most this many batches per epoch (smoke tests); 0 = all
     workers: int = 0  # parallel image decoders; 0 = tf.data's autotune
@@ -97,6 +102,9 @@ class Spec:
     def runs_path(self):
         return Path(self.runs_dir) / self.slug
 
+    def run_dir(self, backbone, fold):
+        return self.runs_path / backbone / f"fold{fold}"
+
 
 CHOICES = {
     "source": ("kaggle", "synthetic"),
@@ -108,6 +116,7 @@ CHOICES = {
     "jit_compile": ("auto", "on", "off"),
     "strategy": ("auto", "default", "mirrored"),
     "decay": ("constant", "cosine", "plateau"),
+    "submission": ("auto", "probability", "label", "per_class", "labels"),
 }
 
 
@@ -247,8 +256,11 @@ def validate(spec):
             raise KitError(f"{key}: {getattr(spec, key)} is below {low}")
     if spec.image_size is not None and spec.image_size < 8:
         raise KitError(f"image_size: {spec.image_size} is too small")
-    if not 0 <= spec.dropout < 1:
-        raise KitError(f"dropout: {spec.dropout} is not in [0, 1)")
+    for key in ("dropout", "threshold", "clip"):
+        if not 0 <= getattr(spec, key) < 1:
+            raise KitError(f"{key}: {getattr(spec, key)} is not in [0, 1)")
+    if not set(spec.tta) <= {"hflip", "vflip"} or spec.tta_augment < 0:
+        raise KitError(f"tta: {spec.tta} must list hflip and/or vflip; tta_augment >= 0")
     if spec.weights not in (None, "imagenet") and not Path(spec.weights).is_file():
         raise KitError(f"weights: no weights file at {spec.weights} (use imagenet, null or a path)")
     try:
@@ -280,6 +292,11 @@ def check_backbone(name):
         raise KitError(f"unknown backbone {name!r}{_suggest(name, list(BACKBONES))} "
                        f"(known: {', '.join(BACKBONES)})")
     return BACKBONES[name]
+
+
+def image_size(spec, entry):
+    """The spec's size (or the backbone's own), never below the backbone's minimum."""
+    return max(spec.image_size or entry.size, entry.min_size)
 
 
 def check_fold(spec, fold):

@@ -19,7 +19,7 @@ def plot_curves(history, path, title=""):
             ax.plot(epochs, smooth, color=colour, lw=2, label=f"{name} (smoothed)")
         for phase, start in starts.items():
             ax.axvline(start - 0.5, color="grey", ls="--", lw=1)
-            ax.annotate(phase, (start - 0.4, 0.98), xycoords=("data", "axes fraction"), va="top", fontsize=8)
+            ax.annotate(phase, (start - 0.4, 0.02), xycoords=("data", "axes fraction"), fontsize=8)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.legend(fontsize=8)

@@ -28,3 +28,8 @@ def write_text(path, text):
 def write_csv(path, frame):
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+def run_finished(run):
+    """A fold's run folder is finished once test.csv, written last, is there."""
+    return (Path(run) / "test.csv").is_file() and (Path(run) / "oof.csv").is_file()

@@ -14,6 +14,7 @@ class Metric:
     score: object  # (y, p, threshold) -> float
     higher_is_better: bool
     tasks: tuple
+    hard: bool = True  # scores labels (probabilities thresholded or argmaxed), not probabilities
 
 
 def _hard(y, p, threshold):
@@ -42,8 +43,8 @@ def _hard_metric(fn, **kwargs):
 
 ALL = ("binary", "multiclass", "multilabel")
 METRICS = {
-    "log_loss": Metric(_log_loss, False, ALL),
-    "roc_auc": Metric(_roc_auc, True, ALL),
+    "log_loss": Metric(_log_loss, False, ALL, hard=False),
+    "roc_auc": Metric(_roc_auc, True, ALL, hard=False),
     "accuracy": Metric(_hard_metric(skm.accuracy_score), True, ALL),
     "f1_micro": Metric(_hard_metric(skm.f1_score, average="micro"), True, ALL),
     "f1_macro": Metric(_hard_metric(skm.f1_score, average="macro"), True, ALL),
@@ -55,3 +56,16 @@ METRICS = {
 
 def score(name, y, p, threshold=0.5):
     return METRICS[name].score(np.asarray(y), np.asarray(p), threshold)
+
+
+def postprocess(spec, p):
+    """Predictions as they are submitted: log-loss probabilities clipped (rows renormalised)."""
+    if spec.metric != "log_loss" or not spec.clip:
+        return p
+    p = np.clip(p, spec.clip, 1 - spec.clip)
+    return p / p.sum(1, keepdims=True) if spec.task == "multiclass" else p
+
+
+def spec_score(spec, y, p):
+    """The competition's score of predictions as they would be submitted."""
+    return score(spec.metric, y, postprocess(spec, np.asarray(p)), spec.threshold)

@@ -14,66 +14,33 @@ import math
 import sys
 
 import keras
-import numpy as np
 import pandas as pd
 import tensorflow as tf
 
 from kit import KitError
 from kit.augment import Augmenter, serialized
-from kit.config import check_backbone, check_fold, dump
+from kit.config import check_backbone, check_fold, dump, image_size
 from kit.curves import plot_curves
 from kit.data import check_images, load_data
-from kit.files import atomic_path, write_csv, write_text
+from kit.files import atomic_path, run_finished, write_csv, write_text
 from kit.folds import load_folds
 from kit.inputs import eval_batches, train_stream
-from kit.metrics import score
 from kit.model import build_model, compile_model, set_trainable, setup_device, trainable_layers
-
-
-def run_dir(spec, backbone, fold):
-    return spec.runs_path / backbone / f"fold{fold}"
-
-
-def is_done(out):
-    return (out / "oof.csv").is_file() and (out / "test.csv").is_file()
-
-
-def image_size(spec, entry):
-    return max(spec.image_size or entry.size, entry.min_size)
+from kit.predict import SKIPPED, split, write_predictions
 
 
 def run_fold(spec, backbone, fold, force=False):
     entry = check_backbone(backbone)
     check_fold(spec, fold)
-    out = run_dir(spec, backbone, fold)
-    if is_done(out) and not force:
+    out = spec.run_dir(backbone, fold)
+    if run_finished(out) and not force:
         print(f"{out} is finished: force=1 trains it again", flush=True)
         return out
     size = image_size(spec, entry)
-    data = load_data(spec)
-    fold_of = load_folds(spec, data)
     out.mkdir(parents=True, exist_ok=True)
     (out / "log.txt").unlink(missing_ok=True)
     log = _logger(out)
-    log(f"{spec.slug} / {backbone} / fold {fold}: {size}px, {len(data.train)} train images, "
-        f"{len(data.test)} test images, classes: {', '.join(data.classes[:10])}")
-
-    # Unreadable training images are skipped and listed; a test image must never be skipped.
-    bad_test = check_images(data.test["path"], size, spec.workers)
-    if bad_test:
-        path, reason = next(iter(bad_test.items()))
-        raise KitError(f"{len(bad_test)} test images cannot be read (a submission needs every row), "
-                       f"e.g. {path}: {reason}")
-    bad = check_images(data.train["path"], size, spec.workers)
-    if bad:
-        write_csv(out / "skipped.csv", pd.DataFrame({"path": list(bad), "reason": list(bad.values())}))
-        log(f"skipped {len(bad)} unreadable training images (listed in {out / 'skipped.csv'}), "
-            f"e.g. {next(iter(bad.items()))[0]}: {next(iter(bad.values()))}")
-    usable = ~data.train["path"].isin(list(bad)).to_numpy()
-    train_idx = np.flatnonzero((fold_of != fold) & usable)
-    val_idx = np.flatnonzero((fold_of == fold) & usable)
-    resolved = dataclasses.replace(spec, image_size=size)
-    write_text(out / "config.yaml", dump(resolved, backbone=backbone, fold=fold))
+    data, train_idx, val_idx = _prepare(spec, backbone, fold, size, out, log)
 
     # Same seed, same folds, same predictions: seeded, and deterministic ops on the CPU.
     keras.utils.set_random_seed(spec.seed)
@@ -119,22 +86,42 @@ def run_fold(spec, backbone, fold, force=False):
         epoch = history.rows[-1]["epoch"]
     # The model now holds the weights with the lowest val_loss of the whole schedule.
 
+    # Saved without the optimizer's state (twice the trainable weights): a twin built from the
+    # config is uncompiled (clone_model would compile it, optimizer and all).
+    inference = keras.Model.from_config(model.get_config())
+    inference.set_weights(model.get_weights())
     with atomic_path(out / "model.keras") as tmp:
-        model.save(tmp)
-    plot_curves(pd.DataFrame(history.rows), out / "curves.png")
-    columns = data.classes[1:] if spec.task == "binary" else data.classes
-    oof = model.predict(val.map(lambda x, _: x), verbose=0)
-    test = model.predict(eval_batches(data.test["path"], size, batch, workers=spec.workers), verbose=0)
-    write_csv(out / "oof.csv", _frame(data.train["id"].to_numpy()[val_idx], oof, columns))
-    write_csv(out / "test.csv", _frame(data.test["id"], test, columns))  # last: marks the fold done
-    fold_score = score(spec.metric, data.y[val_idx], oof[:, 0] if spec.task == "binary" else oof)
-    log(f"fold {fold} {spec.metric}: {fold_score:.5f} "
-        f"(best val_loss {best.best:.5f})")
+        inference.save(tmp)
+    plot_curves(pd.DataFrame(history.rows), out / "curves.png", f"{spec.slug} / {backbone} / fold {fold}")
+    fold_score = write_predictions(spec, model, data, val_idx, size, batch, augment, out)
+    log(f"fold {fold} {spec.metric}: {fold_score:.5f} (best val_loss {best.best:.5f})")
     return out
 
 
-def _frame(ids, probabilities, columns):
-    return pd.DataFrame({"id": list(ids), **{c: probabilities[:, k] for k, c in enumerate(columns)}})
+def _prepare(spec, backbone, fold, size, out, log):
+    """(data, train indices, validation indices), unreadable training images left out and
+    listed; the resolved spec saved in the run folder."""
+    data = load_data(spec)
+    fold_of = load_folds(spec, data)
+    log(f"{spec.slug} / {backbone} / fold {fold}: {size}px, {len(data.train)} train images, "
+        f"{len(data.test)} test images, classes: {', '.join(data.classes[:10])}")
+    # Unreadable training images are skipped and listed; a test image must never be skipped.
+    bad_test = check_images(data.test["path"], size, spec.workers)
+    if bad_test:
+        path, reason = next(iter(bad_test.items()))
+        raise KitError(f"{len(bad_test)} test images cannot be read (a submission needs every row), "
+                       f"e.g. {path}: {reason}")
+    bad = check_images(data.train["path"], size, spec.workers)
+    (out / SKIPPED).unlink(missing_ok=True)
+    if bad:
+        write_csv(out / SKIPPED, pd.DataFrame({"path": list(bad), "reason": list(bad.values())}))
+        path, reason = next(iter(bad.items()))
+        log(f"skipped {len(bad)} unreadable training images (listed in {out / SKIPPED}), "
+            f"e.g. {path}: {reason}")
+    train_idx, val_idx = split(data, fold_of, fold, bad)
+    resolved = dataclasses.replace(spec, image_size=size)
+    write_text(out / "config.yaml", dump(resolved, backbone=backbone, fold=fold))
+    return data, train_idx, val_idx
 
 
 def _logger(out):
@@ -146,8 +133,9 @@ def _logger(out):
 
 
 def _phase_callbacks(phase, start):
-    """Learning rate and early stopping of one phase; epochs count from the phase's start."""
-    callbacks = []
+    """Learning rate and early stopping of one phase; epochs count from the phase's start. A
+    phase whose loss turns NaN ends at once (the best weights so far are put back)."""
+    callbacks = [keras.callbacks.TerminateOnNaN()]
     if phase.warmup or phase.decay == "cosine":
         def lr(epoch, current):
             e = epoch - start

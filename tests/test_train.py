@@ -47,6 +47,7 @@ def test_one_fold_writes_every_artefact(tiny):
     assert (config["backbone"], config["fold"], config["image_size"]) == ("vgg16", 1, 32)
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     model, _ = _trained(out)  # the saved model takes raw RGB and reproduces the test predictions
+    assert (out / "model.keras").stat().st_size < 1.05 * 4 * model.count_params()  # no optimizer state
     from kit.data import read_rgb
     x = np.stack([read_rgb(p, 32) for p in sorted((spec.data_path / "test").iterdir())]).astype(np.float32)
     np.testing.assert_allclose(model.predict(x, verbose=0), test[["a", "b"]].to_numpy(), atol=1e-5)
@@ -114,11 +115,14 @@ def test_epochs_continue_across_phases_and_early_stopping_ends_a_phase(tiny):
     out = run_fold(spec, "vgg16", 0)
     history = pd.read_csv(out / "history.csv")
     assert history["epoch"].tolist() == list(range(1, len(history) + 1))
-    assert history["phase"].tolist()[:3] == ["head"] * 3 and 4 < len(history) < 9
+    assert history["phase"].tolist()[:3] == ["head"] * 3 and 3 < len(history) < 9
     best = history["val_loss"].min()
-    assert history.loc[history["phase"] == "wreck", "val_loss"].min() > best
+    wrecked = history.loc[history["phase"] == "wreck", "val_loss"]
+    assert (wrecked.isna() | (wrecked > best)).all()  # diverged: worse, or NaN
     model, _ = _trained(out)
     from kit.inputs import eval_batches
+    from kit.model import compile_model
+    compile_model(model, "multiclass", 1e-3, False)  # saved without its training state
     ids = pd.read_csv(out / "oof.csv", dtype=str)["id"]
     data_paths = [str(spec.data_path / "train" / f"{i}.png") for i in ids]
     y = np.array([int(i[2:]) % 2 for i in ids])  # conftest labels images a, b, a, b, ...
@@ -172,3 +176,20 @@ def test_multilabel_and_binary_tasks_train(tmp_path, tiny):
                 runs_dir=str(tmp_path / "mlruns"))
     test = pd.read_csv(run_fold(spec, "vgg16", 0) / "test.csv")
     assert list(test.columns) == ["id", "a", "b", "c"] and not np.allclose(test[["a", "b", "c"]].sum(1), 1)
+
+
+def test_a_new_backbone_is_one_registry_entry(tiny, monkeypatch):
+    """The README's example entry, and nothing else, adds EfficientNetB0."""
+    from kit.backbones import Backbone
+
+    entry = Backbone("EfficientNetB0", "none", 224, 32,
+                     ("block1", "block2", "block3", "block4", "block5", "block6", "block7", "top_"),
+                     "efficientnetb0_notop.h5")
+    monkeypatch.setitem(BACKBONES, "efficientnetb0", entry)
+    spec = tiny(backbones=["efficientnetb0"], schedule=[
+        {"name": "ft", "trainable": "top:2", "epochs": 1, "lr": 1e-3, "patience": 0}])
+    _, base0 = _initial(spec, "efficientnetb0", 32)
+    _, base = _trained(run_fold(spec, "efficientnetb0", 0))
+    changed = {layer.name for layer0, layer in zip(base0.layers, base.layers)
+               if any(not np.array_equal(a, b) for a, b in zip(_values(layer0), _values(layer)))}
+    assert changed and all(name.startswith(("block7", "top_")) for name in changed)

@@ -1,0 +1,101 @@
+"""The official `kaggle` client: download a competition's data, submit a CSV.
+
+Importing `kaggle` authenticates at import time and prints help when it cannot, so it is
+imported here, late and with its output captured: the kit works without credentials until a
+Kaggle command runs. The kit never prints or stores credentials.
+"""
+import contextlib
+import io
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+from kit import KitError
+
+SETUP = ("no Kaggle credentials: create a token at https://www.kaggle.com/settings (API, Create New "
+         "Token) and save it as ~/.kaggle/kaggle.json with chmod 600, or set KAGGLE_USERNAME and KAGGLE_KEY")
+HINTS = {
+    401: "check your Kaggle token",
+    403: "join the competition and accept its rules on its Kaggle page, and check the slug",
+    404: "check the competition slug",
+}
+
+
+def client():
+    """An authenticated KaggleApi, or one line saying how to set credentials up."""
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+        try:
+            from kaggle.api.kaggle_api_extended import KaggleApi
+
+            api = KaggleApi()
+            api.authenticate()
+        except SystemExit:
+            raise KitError(SETUP) from None
+    return api
+
+
+@contextlib.contextmanager
+def refusals(what):
+    """Kaggle's refusals and network failures as one line each."""
+    import requests
+
+    try:
+        yield
+    except requests.HTTPError as e:
+        status = getattr(e.response, "status_code", None)
+        reason = str(e).split(" for url:")[0]  # the server's message, or "403 Client Error: Forbidden"
+        hint = f" ({HINTS[status]})" if status in HINTS else ""
+        raise KitError(f"Kaggle refused the {what}: {reason}{hint}") from None
+    except requests.RequestException as e:
+        raise KitError(f"cannot reach Kaggle for the {what} ({type(e).__name__})") from None
+
+
+def download(slug, dest, force=False):
+    """Fetch the competition's files and unzip them (nested archives too) into `dest`."""
+    dest = Path(dest)
+    if dest.is_dir() and any(dest.iterdir()) and not force:
+        print(f"{dest} is already there: force=1 downloads it again")
+        return dest
+    api = client()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{slug}-", dir=dest.parent))
+    try:
+        with refusals("download"):
+            api.competition_download_files(slug, path=str(tmp), force=True, quiet=True)
+        if not any(tmp.iterdir()):
+            raise KitError(f"Kaggle sent no files for {slug}")
+        _unzip_all(tmp)
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)  # a complete folder or none: an interrupted download leaves no half
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{slug}: {sum(1 for p in dest.rglob('*') if p.is_file())} files in {dest}")
+    return dest
+
+
+def _unzip_all(folder):
+    """Extract every zip under `folder` where it lies, then delete it; repeat for zips inside."""
+    for _ in range(10):
+        archives = sorted(folder.rglob("*.zip"))
+        if not archives:
+            return
+        for archive in archives:
+            try:
+                with zipfile.ZipFile(archive) as z:
+                    z.extractall(archive.parent)  # zipfile drops absolute and ".." parts
+            except zipfile.BadZipFile:
+                raise KitError(f"Kaggle sent a broken archive: {archive.name}") from None
+            archive.unlink()
+
+
+def submit(slug, path, message):
+    """Send the CSV; the file is kept whatever Kaggle answers."""
+    api = client()
+    with refusals("submission"):
+        response = api.competition_submit(str(path), message, slug, quiet=True)
+    if response.message == api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE:
+        raise KitError(f"the upload of {path} to Kaggle did not complete; the file is kept: try again")
+    return response.message, response.ref

@@ -1,0 +1,156 @@
+"""Submission CSVs shaped exactly like the competition's sample submission, and their validation.
+
+Formats (spec key `submission`, `auto` reads them off the sample submission):
+    probability  one column, P(positive class)                       binary, soft metric
+    label        one column, the class label (as the labels are)     binary/multiclass, hard metric
+    per_class    one probability column per class                    columns named after the classes
+    labels       one column, the labels above `threshold`, space-separated    multilabel
+"""
+import datetime
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kit import KitError
+from kit.data import read_csv
+from kit.files import write_csv, write_text
+from kit.metrics import METRICS, postprocess
+
+
+def submission_format(spec, sample, classes):
+    values = [str(c) for c in sample.columns[1:]]
+    if spec.submission != "auto":
+        fmt = spec.submission
+    elif sorted(values) == sorted(classes):
+        fmt = "per_class"
+    elif spec.task == "multilabel":
+        fmt = "labels"
+    elif spec.task == "binary" and not METRICS[spec.metric].hard:
+        fmt = "probability"
+    else:
+        fmt = "label"
+    if fmt == "per_class" and sorted(values) != sorted(classes):
+        raise KitError(f"submission per_class: the sample submission's columns ({', '.join(values)}) "
+                       f"are not the classes ({', '.join(classes)})")
+    if fmt != "per_class" and len(values) != 1:
+        raise KitError(f"submission {fmt} writes one value column; the sample submission has "
+                       f"{len(values)}: {', '.join(values)}")
+    fits = {"probability": ("binary",), "labels": ("multilabel",), "label": ("binary", "multiclass")}
+    if spec.task not in fits.get(fmt, (spec.task,)):
+        raise KitError(f"submission {fmt} does not fit a {spec.task} task")
+    return fmt
+
+
+def frame(spec, sample, classes, test_ids, p):
+    """The submission: the sample's columns and id order, values in the format it asks for."""
+    id_column, fmt = sample.columns[0], submission_format(spec, sample, classes)
+    position = pd.Series(range(len(test_ids)), index=pd.Index(test_ids))
+    missing = pd.Index(sample[id_column]).difference(position.index)
+    extra = position.index.difference(pd.Index(sample[id_column]))
+    if len(missing) or len(extra):
+        raise KitError(f"the sample submission's ids do not match the test images: {len(missing)} ids "
+                       f"have no prediction{f' (e.g. {missing[0]})' if len(missing) else ''}, {len(extra)} "
+                       f"predictions are not in it{f' (e.g. {extra[0]})' if len(extra) else ''}")
+    p = postprocess(spec, p)[position[sample[id_column]].to_numpy()]
+    out = pd.DataFrame({id_column: sample[id_column]})
+    if fmt == "per_class":
+        matrix = np.stack([1 - p, p], 1) if spec.task == "binary" else p
+        for column in sample.columns[1:]:
+            out[column] = matrix[:, classes.index(str(column))]
+    elif fmt == "probability":
+        out[sample.columns[1]] = p
+    elif fmt == "labels":
+        chosen = p >= spec.threshold
+        out[sample.columns[1]] = [" ".join(c for c, on in zip(classes, row) if on) for row in chosen]
+    else:
+        index = (p >= spec.threshold).astype(int) if spec.task == "binary" else p.argmax(1)
+        out[sample.columns[1]] = [classes[k] for k in index]
+    return out
+
+
+def write(spec, sample, classes, test_ids, p, method, about, folder="submissions"):
+    """submissions/<slug>-<UTC time>-<method>.csv (atomically), with a .json of what made it."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path, n = Path(folder) / f"{spec.slug}-{stamp}-{method}.csv", 1
+    while path.exists():  # never overwrite a submission
+        n += 1
+        path = Path(folder) / f"{spec.slug}-{stamp}-{method}-{n}.csv"
+    submission = frame(spec, sample, classes, test_ids, p)
+    write_csv(path, submission)
+    write_text(path.with_suffix(".json"), json.dumps(about, indent=1) + "\n")
+    return path
+
+
+def problems(path, sample, spec, classes):
+    """Every way the CSV at `path` differs from what the sample submission asks for."""
+    try:
+        got = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        return [f"cannot read it as CSV ({str(e).strip().splitlines()[0]})"]
+    found = []
+    want = list(sample.columns)
+    missing = [c for c in want if c not in got.columns]
+    extra = [c for c in got.columns if c not in want]
+    found += [f"column {c!r} is missing" for c in missing]
+    found += [f"column {c!r} is not in the sample" for c in extra]
+    if not missing and not extra and list(got.columns) != want:
+        found.append(f"columns are in another order than the sample's: {', '.join(want)}")
+    if len(got) != len(sample):
+        found.append(f"{len(got)} rows; the sample submission has {len(sample)}")
+    id_column = want[0]
+    if id_column in got.columns:
+        ids, expected = got[id_column], sample[id_column].astype(str)
+        duplicated = ids[ids.duplicated()]
+        if len(duplicated):
+            found.append(f"{len(duplicated)} duplicated ids, e.g. {duplicated.iloc[0]!r}")
+        absent, unknown = set(expected) - set(ids), set(ids) - set(expected)
+        if absent:
+            found.append(f"{len(absent)} ids of the sample are missing, e.g. {sorted(absent)[0]!r}")
+        if unknown:
+            found.append(f"{len(unknown)} ids are not in the sample, e.g. {sorted(unknown)[0]!r}")
+        if not absent and not unknown and not len(duplicated) and ids.tolist() != expected.tolist():
+            row = next(i for i, (a, b) in enumerate(zip(ids, expected)) if a != b)
+            found.append(f"ids are in another order than the sample's (first at row {row + 2})")
+    fmt = submission_format(spec, sample, classes)
+    for column in [c for c in want[1:] if c in got.columns]:
+        found += [f"column {column!r}: {p}" for p in _value_problems(got[column], fmt, classes)]
+    return found
+
+
+def _value_problems(values, fmt, classes):
+    if fmt in ("probability", "per_class"):
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = []
+        if numbers.isna().sum():
+            bad.append(f"{int(numbers.isna().sum())} values are not numbers (empty, NaN or text), "
+                       f"e.g. row {int(np.flatnonzero(numbers.isna())[0]) + 2}")
+        finite = numbers[numbers.notna()]
+        if np.isinf(finite).sum():
+            bad.append(f"{int(np.isinf(finite).sum())} values are infinite")
+        outside = ((finite < 0) | (finite > 1)) & ~np.isinf(finite)
+        if outside.sum():
+            bad.append(f"{int(outside.sum())} probabilities are outside [0, 1]")
+        return bad
+    if fmt == "label":
+        unknown = values[~values.isin(classes)]
+        if len(unknown):
+            return [f"{len(unknown)} values are not class labels, e.g. {unknown.iloc[0]!r}"]
+        return []
+    tokens = {t for cell in values for t in cell.split()}
+    unknown = sorted(tokens - set(classes))
+    return [f"{len(unknown)} labels are not classes, e.g. {unknown[0]!r}"] if unknown else []
+
+
+def check(path, spec, data):
+    """Validate the CSV at `path`; problems are printed one per line and fail the command."""
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"no submission file at {path}")
+    sample = read_csv(spec.data_path / spec.sample_submission, "sample submission")
+    found = problems(path, sample, spec, data.classes)
+    if found:
+        raise KitError(f"{path} is not a valid submission ({len(found)} problems):\n"
+                       + "\n".join(f"  - {p}" for p in found))
+    print(f"{path}: valid ({len(sample)} rows, columns {', '.join(sample.columns)})")

@@ -1,0 +1,103 @@
+"""Ensembling and CV over fold x backbone runs written to disk (no training needed)."""
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import spec_file, write_competition
+
+from kit import KitError
+from kit.config import load_spec
+from kit.data import load_data
+from kit.ensemble import combine, cross_validate, hill_climb, labels_of, load_members
+from kit.folds import load_folds
+from kit.metrics import spec_score
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """A 2-class competition, 2 folds, and a writer of fake finished runs."""
+    write_competition(tmp_path / "data")
+    spec = load_spec(str(spec_file(tmp_path, metric="log_loss", backbones=["vgg16", "resnet50", "xception"])))
+    data = load_data(spec)
+    fold_of = load_folds(spec, data)
+
+    def write(backbone, fold, noise, seed=0):
+        rng = np.random.default_rng(seed)
+        out = spec.run_dir(backbone, fold)
+        out.mkdir(parents=True)
+        val = fold_of == fold
+        truth = np.eye(2)[data.y[val].astype(int)]
+        p = np.clip(truth * (1 - noise) + rng.random(truth.shape) * noise, 0.01, 0.99)
+        p /= p.sum(1, keepdims=True)
+        pd.DataFrame({"id": data.train["id"][val], "a": p[:, 0], "b": p[:, 1]}).to_csv(out / "oof.csv", index=False)
+        t = rng.random(len(data.test))
+        pd.DataFrame({"id": data.test["id"], "a": t, "b": 1 - t}).to_csv(out / "test.csv", index=False)
+        return t
+    return spec, data, write
+
+
+def test_folds_of_a_backbone_combine_first_and_missing_runs_are_named(runs):
+    spec, data, write = runs
+    t0, t1 = write("vgg16", 0, 0.2), write("vgg16", 1, 0.2, seed=1)
+    write("resnet50", 1, 0.5)
+    members, missing = load_members(spec, data)
+    assert [m.name for m in members] == ["vgg16", "resnet50"]
+    assert missing == ["resnet50/fold0", "xception/fold0", "xception/fold1"]
+    vgg = members[0]
+    assert sorted(vgg.oof.index) == sorted(data.train["id"]) and vgg.folds == [0, 1]
+    np.testing.assert_allclose(vgg.test["a"], (t0 + t1) / 2)
+
+
+def test_mean_rank_and_weighted_ensembles(runs):
+    spec, data, write = runs
+    for fold in (0, 1):
+        write("vgg16", fold, 0.1, seed=fold)
+        write("resnet50", fold, 0.9, seed=10 + fold)
+    members, _ = load_members(spec, data)
+    y_of = labels_of(data)
+    ids, oof, test, weights = combine(spec, members, y_of, "mean")
+    assert weights.tolist() == [0.5, 0.5]
+    np.testing.assert_allclose(oof, (members[0].oof.loc[ids] + members[1].oof.loc[ids]) / 2)
+    _, woof, _, w = combine(spec, members, y_of, "weighted")
+    assert w[0] > w[1] and w.sum() == pytest.approx(1)
+    assert spec_score(spec, y_of(ids), woof) <= spec_score(spec, y_of(ids), oof)
+    with pytest.raises(KitError, match="rank averaging gives ranks, not probabilities: it fits roc_auc"):
+        combine(spec, members, y_of, "rank")
+    auc = load_spec(str(spec_file(spec.runs_path.parent.parent, metric="roc_auc",
+                                  backbones=["vgg16", "resnet50", "xception"])))
+    _, roof, rtest, _ = combine(auc, members, y_of, "rank")
+    assert 0 < roof.min() and roof.max() <= 1 and 0 < rtest.min()
+    with pytest.raises(KitError, match="unknown ensemble method 'median' \\(methods: mean, rank, weighted\\)"):
+        combine(spec, members, y_of, "median")
+
+
+def test_hill_climbing_keeps_the_best_member_alone_when_others_only_hurt():
+    y = np.array([0, 1, 0, 1, 1, 0])
+    good, bad = y * 0.8 + 0.1, 1 - (y * 0.8 + 0.1)
+    weights = hill_climb([bad, good], y, lambda y, p: -np.mean((y - p) ** 2), True)
+    assert weights.tolist() == [0.0, 1.0]
+
+
+def test_cv_table_has_every_fold_every_backbone_and_the_ensembles(runs):
+    spec, data, write = runs
+    for fold in (0, 1):
+        write("vgg16", fold, 0.1, seed=fold)
+        write("resnet50", fold, 0.6, seed=5 + fold)
+    table, members, missing, weights = cross_validate(spec, data)
+    assert table[["model", "fold"]].values.tolist() == [
+        ["vgg16", "fold0"], ["vgg16", "fold1"], ["vgg16", "oof"], ["resnet50", "fold0"], ["resnet50", "fold1"],
+        ["resnet50", "oof"], ["ensemble:mean", "oof"], ["ensemble:weighted", "oof"]]
+    scores = dict(zip(table["model"] + "/" + table["fold"], table["score"]))
+    assert scores["vgg16/oof"] < scores["resnet50/oof"]  # log loss: lower is better
+    assert table["images"].tolist()[:3] == [12, 12, 24]
+    assert set(weights) == {"mean", "weighted"}
+
+
+def test_no_runs_and_stale_runs_are_clear_errors(runs):
+    spec, data, write = runs
+    with pytest.raises(KitError, match="no finished runs of vgg16, resnet50, xception under .*make fold=0"):
+        load_members(spec, data)
+    write("vgg16", 0, 0.1)
+    test = pd.read_csv(spec.run_dir("vgg16", 0) / "test.csv")
+    test.iloc[:-1].to_csv(spec.run_dir("vgg16", 0) / "test.csv", index=False)
+    with pytest.raises(KitError, match="was trained on other data .* force=1"):
+        load_members(spec, data)

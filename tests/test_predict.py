@@ -1,0 +1,54 @@
+"""Test-time augmentation, and predicting again with a trained fold."""
+import keras
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from kit.augment import Augmenter, serialized
+from kit.predict import predict, views
+
+
+class _Spec:
+    seed, tta, tta_augment = 0, ["hflip", "vflip"], 2
+
+
+def test_views_are_the_image_its_flips_and_seeded_augmentations():
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    found = views(_Spec(), Augmenter(serialized([{"HorizontalFlip": {"p": 1.0}}])))
+    assert len(found) == 5 and found[0] is None
+    np.testing.assert_array_equal(found[1](image, 0), image[:, ::-1])
+    np.testing.assert_array_equal(found[2](image, 0), image[::-1])
+    np.testing.assert_array_equal(found[3](image, 7), image[:, ::-1])
+
+
+def test_tta_averages_the_model_over_the_views(tmp_path):
+    """A 'model' that reports the mean of the image's left half: with a horizontal flip added,
+    the TTA prediction is the mean of both halves."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    inputs = keras.Input((8, 8, 3))
+    left = keras.layers.Lambda(lambda x: keras.ops.mean(x[:, :, :4, :], axis=(1, 2, 3), keepdims=False))(inputs)
+    model = keras.Model(inputs, keras.layers.Reshape((1,))(left))
+    plain = predict(model, paths, 8, 2, [None])[:, 0]
+    both = predict(model, paths, 8, 2, [None, lambda image, i: image[:, ::-1]])[:, 0]
+    images = np.stack([np.asarray(Image.open(p), np.float32) for p in paths])
+    np.testing.assert_allclose(plain, images[:, :, :4].mean((1, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(both, images.mean((1, 2, 3)), rtol=1e-5)
+
+
+def test_predict_again_with_tta_rewrites_only_the_predictions(tiny):
+    from kit.predict import predict_fold
+    from kit.train import run_fold
+
+    spec = tiny(schedule=[{"name": "head", "trainable": "none", "epochs": 1, "lr": 1e-2, "patience": 0}])
+    out = run_fold(spec, "vgg16", 0)
+    before, model_bytes = pd.read_csv(out / "test.csv"), (out / "model.keras").read_bytes()
+    predict_fold(tiny(tta=["hflip"], schedule=[
+        {"name": "head", "trainable": "none", "epochs": 1, "lr": 1e-2, "patience": 0}]), "vgg16", 0)
+    after = pd.read_csv(out / "test.csv")
+    assert before["id"].tolist() == after["id"].tolist()
+    assert not np.allclose(before[["a", "b"]], after[["a", "b"]])
+    assert (out / "model.keras").read_bytes() == model_bytes

@@ -1,0 +1,121 @@
+"""The whole workflow through the command line: all -> cv -> ensemble -> validate -> submit."""
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from conftest import ROOT, spec_file, write_competition
+from kaggle_server import kaggle_server  # noqa: F401
+
+
+def kit(*args, cwd, env=None):
+    env = {**(env or os.environ), "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "kit", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A tiny competition after `kit all`: 2 backbones x 2 folds, 1 epoch each."""
+    root = tmp_path_factory.mktemp("workflow")
+    write_competition(root / "data", classes=("a", "b", "c"), n_train=30)
+    spec = spec_file(root, backbones=["vgg16", "resnet50"], metric="log_loss",
+                     schedule=[{"name": "head", "trainable": "none", "epochs": 1, "lr": 0.01, "patience": 0}])
+    result = kit("all", f"competition={spec}", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, spec, result.stdout
+
+
+def test_all_trains_every_run_then_reports_cv_and_writes_a_valid_submission(finished):
+    root, spec, out = finished
+    runs = root / "runs" / "tiny"
+    assert sorted(p.parent.name + "/" + p.name for p in runs.glob("*/fold*")) == [
+        "resnet50/fold0", "resnet50/fold1", "vgg16/fold0", "vgg16/fold1"]
+    cv = pd.read_csv(runs / "cv.csv")
+    assert set(cv["model"]) == {"vgg16", "resnet50", "ensemble:mean", "ensemble:weighted"}
+    assert "log_loss (lower is better)" in out and "ensemble (mean) of 4 runs" in out
+    report = (runs / "report.md").read_text()
+    for figure in ("report/vgg16-curves.png", "report/resnet50-curves.png", "report/oof-confusion.png"):
+        assert figure in report and (runs / figure).read_bytes()[:4] == b"\x89PNG"
+    [csv] = (root / "submissions").glob("tiny-*-mean.csv")
+    sample = pd.read_csv(root / "data" / "sample_submission.csv")
+    submission = pd.read_csv(csv)
+    assert list(submission.columns) == list(sample.columns) and submission["id"].tolist() == sample["id"].tolist()
+    result = kit("validate", f"competition={spec}", f"file={csv}", cwd=root)
+    assert result.returncode == 0 and "valid (8 rows, columns id, a, b, c)" in result.stdout
+
+
+def test_weighted_ensemble_reports_its_weights_and_cv_reads_runs_as_they_are(finished):
+    root, spec, _ = finished
+    result = kit("ensemble", f"competition={spec}", "method=weighted", cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert "weights: vgg16" in result.stdout and "-weighted.csv" in result.stdout
+    made = json.loads(next((root / "submissions").glob("tiny-*-weighted.json")).read_text())
+    assert sum(made["weights"].values()) == pytest.approx(1) and len(made["runs"]) == 4
+    result = kit("cv", f"competition={spec}", "backbones=vgg16,xception", cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert "not finished: xception/fold0, xception/fold1" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ensemble", "method=median"], "error: unknown ensemble method 'median' (methods: mean, rank, weighted)"),
+    (["ensemble", "method=rank"], "error: rank averaging gives ranks, not probabilities"),
+    (["ensemble", "backbones=xception"], "error: no finished runs of xception under"),
+    (["validate", "file=nowhere.csv"], "error: no submission file at nowhere.csv"),
+])
+def test_ensemble_and_validate_refuse_clearly(finished, args, message):
+    root, spec, _ = finished
+    result = kit(*args, f"competition={spec}", cwd=root)
+    assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_validate_lists_every_problem_and_nothing_is_overwritten(finished):
+    root, spec, _ = finished
+    bad = root / "bad.csv"
+    bad.write_text("id,a,b\nte000,0.5,nan\n")
+    result = kit("validate", f"competition={spec}", f"file={bad}", cwd=root)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and lines[0].endswith("bad.csv is not a valid submission (4 problems):")
+    assert lines[1:] == ["  - column 'c' is missing", "  - 1 rows; the sample submission has 8",
+                         "  - 7 ids of the sample are missing, e.g. 'te001'",
+                         "  - column 'b': 1 values are not numbers (empty, NaN or text), e.g. row 2"]
+    assert bad.read_text() == "id,a,b\nte000,0.5,nan\n"
+    result = kit("submit", f"competition={spec}", f"file={bad}", "dry_run=1", cwd=root)
+    assert result.returncode == 2 and "not a valid submission" in result.stderr
+
+
+def test_submit_dry_run_shows_what_would_be_sent(finished):
+    root, spec, _ = finished
+    result = kit("submit", f"competition={spec}", "dry_run=1", "message=first try", cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert "dry run: would submit submissions/tiny-" in result.stdout and "'first try'" in result.stdout
+
+
+def test_submit_through_the_real_client(finished, kaggle_server):  # noqa: F811
+    root, spec, _ = finished
+    [csv] = (root / "submissions").glob("tiny-*-mean.csv")
+    result = kit("submit", f"competition={spec}", f"file={csv}", cwd=root, env=os.environ)
+    assert result.returncode == 0, result.stderr
+    assert "Successfully submitted to the competition (submission 4242)" in result.stdout
+    assert kaggle_server.uploads["/upload/1"] == csv.read_bytes()
+    create = next(body for method, body, _ in kaggle_server.calls if method == "CreateSubmission")
+    assert create["competitionName"] == "tiny" and create["submissionDescription"].startswith("mean of 4 runs, CV log_loss")
+    kaggle_server.replies["CreateSubmission"] = (400, {"code": 400, "message": "Submission not allowed: not joined"}, {})
+    result = kit("submit", f"competition={spec}", f"file={csv}", cwd=root, env=os.environ)
+    assert result.returncode == 2 and result.stderr.strip() == \
+        "error: Kaggle refused the submission: Submission not allowed: not joined"
+    assert csv.is_file()
+
+
+def test_download_without_credentials_says_how_to_set_them_up(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}
+    env.update(HOME=str(tmp_path), KAGGLE_CONFIG_DIR=str(tmp_path / ".kaggle"))
+    result = kit("download", "competition=dogs-vs-cats-redux-kernels-edition", f"data_dir={tmp_path / 'd'}",
+                 cwd=tmp_path, env=env)
+    assert result.returncode == 2 and result.stderr.startswith("error: no Kaggle credentials: create a token")
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+    assert kit("download", "competition=demo", cwd=tmp_path, env=env).stdout.startswith(
+        "demo is generated by the kit on first use")
