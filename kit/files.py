@@ -7,10 +7,12 @@ from pathlib import Path
 
 @contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path` (same suffix); move it over `path` only on success."""
+    """Yield a temporary path beside `path` (same suffixes: `.weights.h5` matters to Keras); move
+    it over `path` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
+    suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:-len(suffix) or None]}-", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

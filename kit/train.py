@@ -8,6 +8,7 @@
         test.csv      every test id, same columns
         curves.png    loss and accuracy, train and validation, phases marked
         log.txt       what was skipped, and the fold's score
+        checkpoint/   while training: what a killed run resumes from (kit/checkpoint.py)
 """
 import dataclasses
 import math
@@ -19,6 +20,7 @@ import tensorflow as tf
 
 from kit import KitError
 from kit.augment import Augmenter, serialized
+from kit.checkpoint import Checkpoint, RunState, Tracker
 from kit.config import check_backbone, check_fold, dump, image_size
 from kit.curves import plot_curves
 from kit.data import check_images, load_data
@@ -38,7 +40,13 @@ def run_fold(spec, backbone, fold, force=False):
         return out
     size = image_size(spec, entry)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "log.txt").unlink(missing_ok=True)
+    checkpoint = Checkpoint(out / "checkpoint")
+    if force:
+        checkpoint.clear()
+    state = checkpoint.load()
+    if state is None:  # a fresh start (a resumed run's log goes on)
+        (out / "log.txt").unlink(missing_ok=True)
+        state = RunState()
     log = _logger(out)
     data, train_idx, val_idx = _prepare(spec, backbone, fold, size, out, log)
 
@@ -66,25 +74,34 @@ def run_fold(spec, backbone, fold, force=False):
     paths = data.train["path"].to_numpy()
     val = eval_batches(paths[val_idx], size, batch, y[val_idx], spec.workers)
     augment = Augmenter(serialized(spec.augment))
-    history, best = History(out / "history.csv"), KeepBest()
-    epoch = 0
-    for phase in spec.schedule:
-        if phase.epochs == 0:
+    if state.epoch:
+        log(f"resuming after epoch {state.epoch} (phase {spec.schedule[state.phase].name})")
+    for index, phase in enumerate(spec.schedule):
+        if index < state.phase:
             continue
+        if index > state.phase:
+            state.start_phase(index)
         set_trainable(base, entry.blocks, phase.trainable)
         with device.strategy.scope():
             compile_model(model, spec.task, phase.lr, device.jit_compile)
-        train, steps = train_stream(paths[train_idx], y[train_idx], size, augment, spec.seed,
-                                    (epoch, epoch + phase.epochs), batch, spec.limit_batches, spec.workers)
-        history.phase = phase.name
-        log(f"phase {phase.name}: base trainable {phase.trainable} "
-            f"({sum(layer.trainable for layer in base.layers)} of {len(base.layers)} layers), "
-            f"lr {phase.lr:g}, up to {phase.epochs} epochs")
-        model.fit(train, steps_per_epoch=steps, validation_data=val, initial_epoch=epoch, shuffle=False,
-                  epochs=epoch + phase.epochs, callbacks=[history, best, *_phase_callbacks(phase, epoch)],
-                  verbose=1 if sys.stdout.isatty() else 2)
-        epoch = history.rows[-1]["epoch"]
-    # The model now holds the weights with the lowest val_loss of the whole schedule.
+        if state.model_file:  # resumed in the middle of this phase
+            checkpoint.restore(model, state)
+        if not state.phase_done(phase):
+            end = state.phase_start + phase.epochs
+            train, steps = train_stream(paths[train_idx], y[train_idx], size, augment, spec.seed,
+                                        (state.epoch, end), batch, spec.limit_batches, spec.workers)
+            log(f"phase {phase.name}: base trainable {phase.trainable} "
+                f"({sum(layer.trainable for layer in base.layers)} of {len(base.layers)} layers), "
+                f"lr {phase.lr:g}, up to {phase.epochs} epochs")
+            callbacks = [Tracker(state, phase, checkpoint, out / "history.csv"),
+                         *_phase_callbacks(phase, state.phase_start)]
+            model.fit(train, steps_per_epoch=steps, validation_data=val, initial_epoch=state.epoch,
+                      epochs=end, shuffle=False, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+        # The next phase starts from the best weights so far, and so does prediction: a
+        # fine-tuning phase that never beats the head leaves the head's weights.
+        best = checkpoint.best_weights(state)
+        if best is not None:
+            model.set_weights(best)
 
     # Saved without the optimizer's state (twice the trainable weights): a twin built from the
     # config is uncompiled (clone_model would compile it, optimizer and all).
@@ -92,9 +109,10 @@ def run_fold(spec, backbone, fold, force=False):
     inference.set_weights(model.get_weights())
     with atomic_path(out / "model.keras") as tmp:
         inference.save(tmp)
-    plot_curves(pd.DataFrame(history.rows), out / "curves.png", f"{spec.slug} / {backbone} / fold {fold}")
+    plot_curves(pd.DataFrame(state.rows), out / "curves.png", f"{spec.slug} / {backbone} / fold {fold}")
     fold_score = write_predictions(spec, model, data, val_idx, size, batch, augment, out)
-    log(f"fold {fold} {spec.metric}: {fold_score:.5f} (best val_loss {best.best:.5f})")
+    checkpoint.clear()
+    log(f"fold {fold} {spec.metric}: {fold_score:.5f} (best val_loss {state.best:.5f})")
     return out
 
 
@@ -133,8 +151,8 @@ def _logger(out):
 
 
 def _phase_callbacks(phase, start):
-    """Learning rate and early stopping of one phase; epochs count from the phase's start. A
-    phase whose loss turns NaN ends at once (the best weights so far are put back)."""
+    """The learning rate of one phase (epochs count from the phase's start), and a stop as soon
+    as the loss turns NaN (the best weights so far are put back)."""
     callbacks = [keras.callbacks.TerminateOnNaN()]
     if phase.warmup or phase.decay == "cosine":
         def lr(epoch, current):
@@ -149,39 +167,4 @@ def _phase_callbacks(phase, start):
     if phase.decay == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             factor=0.2, patience=max(1, phase.patience // 2), min_lr=phase.lr / 1000))
-    if phase.patience:
-        callbacks.append(keras.callbacks.EarlyStopping(patience=phase.patience))
     return callbacks
-
-
-class History(keras.callbacks.Callback):
-    """history.csv, rewritten after every epoch: epochs continue across phases, one line each."""
-
-    def __init__(self, path):
-        super().__init__()
-        self.path, self.rows, self.phase = path, [], None
-
-    def on_epoch_end(self, epoch, logs=None):
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        self.rows.append({"epoch": epoch + 1, "phase": self.phase, "lr": lr, "loss": logs["loss"],
-                          "metric": logs["accuracy"], "val_loss": logs["val_loss"],
-                          "val_metric": logs["val_accuracy"]})
-        write_csv(self.path, pd.DataFrame(self.rows))
-
-
-class KeepBest(keras.callbacks.Callback):
-    """Keeps the weights with the lowest val_loss over the whole schedule and puts them back at
-    the end of every phase: the next phase starts from the best model, and a fine-tuning phase
-    that never beats the head leaves the head's weights."""
-
-    def __init__(self):
-        super().__init__()
-        self.best, self.weights = math.inf, None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs["val_loss"] < self.best:
-            self.best, self.weights = logs["val_loss"], self.model.get_weights()
-
-    def on_train_end(self, logs=None):
-        if self.weights is not None:
-            self.model.set_weights(self.weights)
