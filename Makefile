@@ -17,7 +17,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-.PHONY: train demo all predict cv ensemble validate download submit folds spec test test-fast lint install help
+.PHONY: train demo all predict cv ensemble validate download submit kernel push kernels status collect \
+	folds spec test test-fast lint install help
 
 train: $(VENV)/.installed ## train one fold of one backbone: make fold=0 backbone=xception [competition=demo]
 	$(PY) -m kit train $(ARGS)
@@ -45,6 +46,21 @@ download: $(VENV)/.installed ## the competition's data into data/<slug>/: make d
 
 submit: $(VENV)/.installed ## validate, then submit: make submit file=submissions/x.csv message="..." [dry_run=1]
 	$(PY) -m kit submit $(ARGS)
+
+kernel: $(VENV)/.installed ## a push-ready Kaggle kernel under runs/<slug>/kernels/: make kernel fold=0 backbone=xception
+	$(PY) -m kit kernel $(ARGS)
+
+push: $(VENV)/.installed ## build and push that kernel: make push fold=0 backbone=xception
+	$(PY) -m kit push $(ARGS)
+
+kernels: $(VENV)/.installed ## push one kernel per fold x backbone
+	$(PY) -m kit kernels $(ARGS)
+
+status: $(VENV)/.installed ## the state of each pushed kernel
+	$(PY) -m kit status $(ARGS)
+
+collect: $(VENV)/.installed ## finished kernels' outputs into runs/<slug>/ (then make cv, make ensemble)
+	$(PY) -m kit collect $(ARGS)
 
 folds: $(VENV)/.installed ## make runs/<slug>/folds.csv
 	$(PY) -m kit folds $(ARGS)

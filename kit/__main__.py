@@ -23,6 +23,11 @@ commands:
   download  the competition's data into data/<slug>/ (official kaggle client)   force=0
   submit    validate, then submit with the official kaggle client
             file=<default: the newest for the competition> message=... dry_run=0
+  kernel    a push-ready kernel folder under runs/<slug>/kernels/   fold=0 backbone=... user=
+  push      build and push that kernel (kaggle kernels push)
+  kernels   push one kernel per fold x backbone (finished folds skipped unless force=1)
+  status    the state of each pushed kernel
+  collect   finished kernels' outputs into runs/<slug>/, as local runs   force=0
   folds     make runs/<slug>/folds.csv
   spec      print the resolved spec
 
@@ -235,9 +240,54 @@ def cmd_spec(options):
     print(dump(_spec(options)), end="")
 
 
+def _kernel_args(options):
+    from kit.kernel import kaggle_user
+
+    fold, backbone, user = _int(options, "fold", 0), options.pop("backbone", ""), options.pop("user", "")
+    spec = _spec(options)
+    return spec, backbone or spec.backbones[0], fold, kaggle_user(user)
+
+
+def cmd_kernel(options):
+    from kit.kernel import build_bundle
+
+    spec, backbone, fold, user = _kernel_args(options)
+    folder = build_bundle(spec, backbone, fold, user)
+    print(f"{folder}: kernel.py and kernel-metadata.json; "
+          f"push with make push fold={fold} backbone={backbone}")
+
+
+def cmd_push(options):
+    from kit.remote import push
+
+    push(*_kernel_args(options))
+
+
+def cmd_kernels(options):
+    from kit.kernel import kaggle_user
+    from kit.remote import push_all
+
+    user, force = options.pop("user", ""), _flag(options, "force")
+    push_all(_spec(options), kaggle_user(user), force)
+
+
+def cmd_status(options):
+    from kit.remote import status
+
+    status(_spec(options))
+
+
+def cmd_collect(options):
+    from kit.remote import collect
+
+    force = _flag(options, "force")
+    collect(_spec(options), force)
+
+
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "all": cmd_all, "cv": cmd_cv,
             "ensemble": cmd_ensemble, "validate": cmd_validate, "download": cmd_download,
-            "submit": cmd_submit, "folds": cmd_folds, "spec": cmd_spec}
+            "submit": cmd_submit, "kernel": cmd_kernel, "push": cmd_push, "kernels": cmd_kernels,
+            "status": cmd_status, "collect": cmd_collect, "folds": cmd_folds, "spec": cmd_spec}
 
 
 def main(argv=None):

@@ -93,6 +93,10 @@ class Spec:
     mixed_precision: str = "auto"  # auto (on with a GPU/TPU) | off | float16 | bfloat16
     jit_compile: str = "auto"  # XLA: auto (on with a GPU/TPU) | on | off
     strategy: str = "auto"  # auto (TPU, several GPUs -> mirrored, else default) | default | mirrored
+    # Kaggle kernels (make kernel / kernels).
+    kernel_datasets: list[str] = field(default_factory=list)  # owner/dataset to attach (weights)
+    kernel_gpu: bool = True
+    kernel_internet: bool = False  # code competitions run offline: weights come from a dataset
 
     @property
     def data_path(self):
@@ -150,7 +154,9 @@ def load_spec(competition, overrides=None):
     for key, text in (overrides or {}).items():
         spec = override(spec, key, text)
     validate(spec)
-    return spec
+    from kit.kernel import kernel_paths
+
+    return kernel_paths(spec)
 
 
 def override(spec, key, text):

@@ -18,7 +18,7 @@ SETUP = ("no Kaggle credentials: create a token at https://www.kaggle.com/settin
 HINTS = {
     401: "check your Kaggle token",
     403: "join the competition and accept its rules on its Kaggle page, and check the slug",
-    404: "check the competition slug",
+    404: "check the competition or kernel name",
 }
 
 
@@ -50,6 +50,8 @@ def refusals(what):
         raise KitError(f"Kaggle refused the {what}: {reason}{hint}") from None
     except requests.RequestException as e:
         raise KitError(f"cannot reach Kaggle for the {what} ({type(e).__name__})") from None
+    except ValueError as e:  # the client's own checks, e.g. "Cannot access kernel ..."
+        raise KitError(f"Kaggle refused the {what}: {str(e).split('. ')[0]}") from None
 
 
 def download(slug, dest, force=False):
@@ -99,3 +101,33 @@ def submit(slug, path, message):
     if response.message == api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE:
         raise KitError(f"the upload of {path} to Kaggle did not complete; the file is kept: try again")
     return response.message, response.ref
+
+
+def push(folder):
+    """`kaggle kernels push` of a bundle folder: (url, version)."""
+    api = client()
+    with refusals("kernel push"):
+        response = api.kernels_push(str(folder))
+    if response.error:
+        raise KitError(f"Kaggle refused the kernel push of {folder}: {response.error}")
+    unknown = [*response.invalid_dataset_sources, *response.invalid_competition_sources,
+               *response.invalid_kernel_sources, *response.invalid_model_sources]
+    if unknown:
+        raise KitError(f"Kaggle does not know these kernel inputs: {', '.join(unknown)}")
+    return response.url, response.version_number
+
+
+def kernel_status(kernel):
+    """(status name, failure message) of a pushed kernel's latest run."""
+    api = client()
+    with refusals("status request"):
+        response = api.kernels_status(kernel)
+    return response.status.name, response.failure_message
+
+
+def kernel_output(kernel, folder, pattern=None):
+    """Download a kernel's output files (those matching `pattern`) and its log into `folder`."""
+    api = client()
+    with refusals("output download"):
+        files, _ = api.kernels_output(kernel, str(folder), file_pattern=pattern, force=True, quiet=True)
+    return files

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from kit import KitError
 from kit.backbones import BACKBONES
+from kit.kernel import missing_weights
 
 
 @keras.saving.register_keras_serializable(package="kit")
@@ -69,6 +70,10 @@ def build_model(backbone, task, n_classes, size, weights, dropout):
     except ValueError as e:  # e.g. a weights file made for another architecture
         first = str(e).splitlines()[0]
         raise KitError(f"{backbone}: cannot build with weights={weights!r}: {first}") from None
+    except Exception as e:  # keras.utils.get_file: "URL fetch failure on ..." (no internet)
+        if weights == "imagenet" and "fetch failure" in str(e):
+            raise KitError(missing_weights(backbone, entry, str(e))) from None
+        raise
     base.trainable = False
     # BatchNorm stays in inference mode for good, even once its block is unfrozen: the moving
     # statistics of the pretrained base never move.

@@ -27,6 +27,7 @@ from kit.data import check_images, load_data
 from kit.files import atomic_path, run_finished, write_csv, write_text
 from kit.folds import load_folds
 from kit.inputs import eval_batches, train_stream
+from kit.kernel import resolve_weights
 from kit.model import build_model, compile_model, set_trainable, setup_device, trainable_layers
 from kit.predict import SKIPPED, split, write_predictions
 
@@ -57,10 +58,12 @@ def run_fold(spec, backbone, fold, force=False):
         tf.config.experimental.enable_op_determinism()
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(device.policy)
+    weights = resolve_weights(spec.weights, entry)
+    if weights != spec.weights:
+        log(f"weights: {weights} (ImageNet, attached)")
     try:
         with device.strategy.scope():
-            model, base = build_model(backbone, spec.task, len(data.classes), size, spec.weights,
-                                      spec.dropout)
+            model, base = build_model(backbone, spec.task, len(data.classes), size, weights, spec.dropout)
     finally:
         keras.config.set_dtype_policy(previous_policy)
     for phase in spec.schedule:  # a top:K beyond the backbone's blocks fails now, not hours in

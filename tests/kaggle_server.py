@@ -2,8 +2,8 @@
 
 With KAGGLE_API_ENVIRONMENT=LOCALHOST the client calls http://localhost/api/v1/<Service>/<Method>
 (a JSON POST each); HTTP_PROXY sends those requests here, in absolute form. `replies` maps a
-method name to (status, JSON body, headers); PUTs (uploads) are kept byte for byte; GETs serve
-`files` (downloads).
+method name to (status, JSON body, headers), or to a function of the request's JSON giving them;
+PUTs (uploads) are kept byte for byte; GETs serve `files` (downloads).
 """
 import json
 import threading
@@ -20,6 +20,8 @@ class StandIn:
             "StartSubmissionUpload": (200, {"token": "blob-token-1", "createUrl": "http://localhost/upload/1"}, {}),
             "CreateSubmission": (200, {"message": "Successfully submitted to the competition", "ref": 4242}, {}),
             "GetSubmissionLimits": (200, {"numAllowedNow": 4}, {}),
+            "SaveKernel": lambda body: (200, {"ref": "/code/" + body["slug"], "versionNumber": 1,
+                                              "url": "https://www.kaggle.com/code/" + body["slug"]}, {}),
         }
         server = self
 
@@ -44,7 +46,8 @@ class StandIn:
                 method = urlparse(self.path).path.rsplit("/", 1)[-1]
                 body = json.loads(self._body() or b"{}")
                 server.calls.append((method, body, dict(self.headers)))
-                status, payload, headers = server.replies.get(method, (404, {"code": 404, "message": "no such method"}, {}))
+                reply = server.replies.get(method, (404, {"code": 404, "message": "no such method"}, {}))
+                status, payload, headers = reply(body) if callable(reply) else reply
                 self._send(status, payload, headers)
 
             def do_PUT(self):

@@ -27,7 +27,7 @@ def test_submit_sends_the_file_through_the_three_step_upload(kaggle_server, tmp_
 @pytest.mark.parametrize("status, body, expected", [
     (403, {"code": 403, "message": "You cannot submit until you accept the competition rules"},
      "Kaggle refused the submission: You cannot submit until you accept the competition rules"),
-    (404, {}, "Kaggle refused the submission: 404 Client Error: Not Found (check the competition slug)"),
+    (404, {}, "Kaggle refused the submission: 404 Client Error: Not Found (check the competition or kernel name)"),
     (500, {}, "Kaggle refused the submission: 500 Server Error"),
 ])
 def test_a_refusal_is_one_clear_line_and_the_file_is_kept(kaggle_server, tmp_path, status, body, expected):  # noqa: F811

@@ -1,0 +1,207 @@
+"""Kaggle kernels: the kit inside one (a fake /kaggle), self-contained bundles, offline weights,
+and the fan-out through the real client against the stand-in server."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import h5py
+import keras
+import pandas as pd
+import pytest
+from conftest import ROOT, spec_file, write_competition
+from kaggle_server import kaggle_server  # noqa: F401
+
+from kit import KitError
+from kit.backbones import BACKBONES
+from kit.config import load_spec
+from kit.kernel import build_bundle, kaggle_user, resolve_weights
+
+KEY = "0123456789abcdef0123456789abcdef"  # the stand-in server's dummy token key
+
+
+@pytest.fixture
+def fake_kaggle(tmp_path, monkeypatch):
+    """/kaggle as a kernel sees it: the tiny competition attached read-only, a working folder."""
+    root = tmp_path / "kaggle"
+    write_competition(root / "input" / "competitions" / "tiny")
+    (root / "working").mkdir()
+    monkeypatch.setenv("KIT_KAGGLE_ROOT", str(root))
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    return root
+
+
+def test_inside_a_kernel_data_comes_from_input_and_runs_go_to_working(fake_kaggle, tmp_path):
+    spec = load_spec(str(spec_file(tmp_path, data_dir="", runs_dir="runs")))
+    assert spec.data_path == fake_kaggle / "input" / "competitions" / "tiny"
+    assert spec.runs_path == fake_kaggle / "working" / "runs" / "tiny"
+    kept = load_spec(str(spec_file(tmp_path)))  # folders the spec names are kept
+    assert kept.data_path == tmp_path / "data"
+    shutil.move(fake_kaggle / "input" / "competitions" / "tiny", fake_kaggle / "input" / "tiny")
+    assert load_spec(str(spec_file(tmp_path, data_dir=""))).data_path == fake_kaggle / "input" / "tiny"
+    shutil.move(fake_kaggle / "input" / "tiny", fake_kaggle / "input" / "something-else")
+    with pytest.raises(KitError, match="competition tiny is not attached to this kernel: .*attached: something-else"):
+        load_spec(str(spec_file(tmp_path, data_dir="")))
+
+
+def _legacy_notop_file(path, backbone="vgg16", size=32):
+    """A weights file in the format of Keras' own ImageNet notop downloads (legacy HDF5)."""
+    from keras.src.legacy.saving import legacy_h5_format
+
+    base = getattr(keras.applications, BACKBONES[backbone].constructor)(include_top=False, weights=None,
+                                                                          input_shape=(size, size, 3))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, base)
+    return path
+
+
+def test_imagenet_weights_come_from_the_keras_cache_or_an_attached_dataset(fake_kaggle, tmp_path, monkeypatch):
+    entry = BACKBONES["vgg16"]
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    assert resolve_weights("imagenet", entry) == "imagenet"  # nowhere: Keras downloads it
+    attached = fake_kaggle / "input" / "keras-pretrained-models" / entry.weights_file
+    attached.parent.mkdir(parents=True)
+    attached.write_bytes(b"h5")
+    assert resolve_weights("imagenet", entry) == str(attached)
+    (tmp_path / "keras" / "models").mkdir(parents=True)
+    (tmp_path / "keras" / "models" / entry.weights_file).write_bytes(b"h5")
+    assert resolve_weights("imagenet", entry) == "imagenet"  # cached: Keras loads it offline
+    assert resolve_weights("/some/file.h5", entry) == "/some/file.h5" and resolve_weights(None, entry) is None
+
+
+def _kernel_env(root, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_") and k != "PYTHONPATH"}
+    env.update(KIT_KAGGLE_ROOT=str(root), KAGGLE_KERNEL_RUN_TYPE="Batch", HOME=str(tmp_path / "home"),
+               KERAS_HOME=str(tmp_path / "keras-empty"))
+    return env
+
+
+def test_offline_without_weights_is_one_clear_line_saying_what_to_attach(fake_kaggle, tmp_path):
+    spec = spec_file(tmp_path, data_dir="", runs_dir="runs", weights="imagenet")
+    result = subprocess.run([sys.executable, "-m", "kit", "train", f"competition={spec}", "backbone=vgg16"],
+                            cwd=fake_kaggle / "working", env={**_kernel_env(fake_kaggle, tmp_path), "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = result.stderr.strip()
+    assert line.startswith("error: vgg16: no ImageNet weights: vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 "
+                           "is not in the Keras cache") and "Attach a dataset holding it" in line
+    assert str(fake_kaggle / "input") in line and len(line.splitlines()) == 1
+
+
+def test_kaggle_user_for_the_kernel_id(tmp_path, monkeypatch):
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
+    with pytest.raises(KitError, match="no Kaggle user name for the kernel id: give user=<your Kaggle name>"):
+        kaggle_user()
+    (tmp_path / "kaggle.json").write_text(json.dumps({"username": "from-file", "key": KEY}))
+    assert kaggle_user() == "from-file"
+    monkeypatch.setenv("KAGGLE_USERNAME", "from-env")
+    assert kaggle_user() == "from-env" and kaggle_user("given") == "given"
+
+
+def test_bundle_metadata_is_push_ready_and_carries_no_credentials(tmp_path, monkeypatch):
+    write_competition(tmp_path / "data")
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+    spec = load_spec(str(spec_file(tmp_path, kernel_datasets=["someone/keras-pretrained-models"])))
+    folder = build_bundle(spec, "vgg16", 1, "tester")
+    meta = json.loads((folder / "kernel-metadata.json").read_text())
+    assert meta == {
+        "id": "tester/tiny-vgg16-fold1", "title": "tiny vgg16 fold1", "code_file": "kernel.py",
+        "language": "python", "kernel_type": "script", "is_private": True, "enable_gpu": True,
+        "enable_tpu": False, "enable_internet": False, "dataset_sources": ["someone/keras-pretrained-models"],
+        "competition_sources": ["tiny"], "kernel_sources": [], "model_sources": []}
+    text = "".join(p.read_text() for p in folder.iterdir())
+    assert KEY not in text and "tester/" in text
+    with pytest.raises(KitError, match="weights: .* is a local file a kernel cannot see"):
+        build_bundle(load_spec(str(spec_file(tmp_path, weights=str(folder / "kernel.py")))), "vgg16", 0, "tester")
+
+
+def test_the_bundle_runs_as_a_kernel_with_only_its_embedded_code(tmp_path):
+    """Built here, then run in a simulated kernel (a fake /kaggle, no network, no credentials):
+    the embedded kit trains the fold on the attached data with the folds made here."""
+    write_competition(tmp_path / "data")
+    spec = load_spec(str(spec_file(tmp_path, weights="imagenet", schedule=[
+        {"name": "head", "trainable": "none", "epochs": 1, "lr": 0.01, "patience": 0}])))
+    folder = build_bundle(spec, "vgg16", 1, "tester")
+    root = tmp_path / "kaggle"
+    shutil.copytree(tmp_path / "data", root / "input" / "tiny")
+    _legacy_notop_file(root / "input" / "keras-pretrained-models" / BACKBONES["vgg16"].weights_file)
+    (root / "working").mkdir()
+    script = shutil.copy(folder / "kernel.py", tmp_path / "elsewhere.py")  # no repo beside it
+    result = subprocess.run([sys.executable, script], cwd=root / "working", env=_kernel_env(root, tmp_path),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    home = result.stdout.splitlines()[0].removeprefix("kit from ")
+    assert not home.startswith(str(ROOT)) and "/kit-" in home  # the embedded copy, not this repo
+    run = root / "working" / "runs" / "tiny" / "vgg16" / "fold1"
+    assert (run / "test.csv").is_file() and (run / "oof.csv").is_file() and (run / "model.keras").is_file()
+    assert "keras-pretrained-models" in (run / "log.txt").read_text()  # the attached weights were used
+    assert (root / "working" / "runs" / "tiny" / "folds.csv").read_text() == (spec.runs_path / "folds.csv").read_text()
+    oof_ids = set(pd.read_csv(run / "oof.csv", dtype=str)["id"])
+    folds = pd.read_csv(spec.runs_path / "folds.csv", dtype=str)
+    assert oof_ids == set(folds.loc[folds["fold"] == "1", "id"])
+    assert not any(KEY in p.read_text(errors="ignore") for p in run.rglob("*") if p.is_file())
+
+
+def _finished_run(folder, ids, test_ids):
+    folder.mkdir(parents=True)
+    pd.DataFrame({"id": ids, "a": 0.7, "b": 0.3}).to_csv(folder / "oof.csv", index=False)
+    pd.DataFrame({"id": test_ids, "a": 0.6, "b": 0.4}).to_csv(folder / "test.csv", index=False)
+    pd.DataFrame({"epoch": [1], "phase": ["head"], "lr": [0.01], "loss": [0.7], "metric": [0.5],
+                  "val_loss": [0.69], "val_metric": [0.5]}).to_csv(folder / "history.csv", index=False)
+
+
+def test_fan_out_push_status_and_collect_through_the_real_client(kaggle_server, tmp_path, capsys):  # noqa: F811
+    write_competition(tmp_path / "data")
+    spec = load_spec(str(spec_file(tmp_path, backbones=["vgg16"])))
+    from kit.remote import collect, push_all, status
+    push_all(spec, "tester")
+    saves = [body for method, body, _ in kaggle_server.calls if method == "SaveKernel"]
+    assert [b["slug"] for b in saves] == ["tester/tiny-vgg16-fold0", "tester/tiny-vgg16-fold1"]
+    assert saves[0]["enableInternet"] is False and saves[0]["competitionDataSources"] == ["tiny"]
+    assert saves[0]["text"] == (spec.runs_path / "kernels" / "vgg16-fold0" / "kernel.py").read_text()
+    assert saves[0]["language"] == "python" and saves[0]["kernelType"] == "script"
+
+    states = {"tiny-vgg16-fold0": ("COMPLETE", ""), "tiny-vgg16-fold1": ("RUNNING", "")}
+    kaggle_server.replies["GetKernelSessionStatus"] = lambda body: (
+        200, {"status": states[body["kernelSlug"]][0], "failureMessage": states[body["kernelSlug"]][1]}, {})
+    status(spec)
+    assert "vgg16/fold0  tester/tiny-vgg16-fold0  COMPLETE" in capsys.readouterr().out
+
+    from kit.data import load_data
+    from kit.folds import load_folds
+    data = load_data(spec)
+    fold_of = load_folds(spec, data)
+    made = tmp_path / "kernel-output"
+    _finished_run(made / "runs" / "tiny" / "vgg16" / "fold0", data.train["id"][fold_of == 0], data.test["id"])
+    files = [p.relative_to(made).as_posix() for p in made.rglob("*") if p.is_file()]
+    for name in files:
+        kaggle_server.files[f"/out/{name}"] = (made / name).read_bytes()
+    kaggle_server.replies["ListKernelSessionOutput"] = lambda body: (200, {
+        "files": [{"url": f"http://localhost/out/{n}", "fileName": n} for n in files] if body["kernelSlug"].endswith("0") else [],
+        "log": json.dumps([{"stream_name": "stderr", "time": 1.0, "data": "Traceback ...\nValueError: boom\n"}])}, {})
+    collect(spec)
+    run = spec.run_dir("vgg16", 0)
+    assert (run / "oof.csv").read_bytes() == (made / "runs/tiny/vgg16/fold0/oof.csv").read_bytes()
+    assert "vgg16/fold1: RUNNING" in capsys.readouterr().out
+
+    states["tiny-vgg16-fold1"] = ("ERROR", "Your notebook hit an error")
+    with pytest.raises(KitError) as e:
+        collect(spec)
+    assert "tester/tiny-vgg16-fold1 ended in error: Your notebook hit an error" in str(e.value)
+    assert "  | ValueError: boom" in str(e.value)
+    assert (run / "oof.csv").is_file()  # a finished fold is never lost
+
+
+def test_a_refused_push_is_one_clear_line(kaggle_server, tmp_path):  # noqa: F811
+    write_competition(tmp_path / "data")
+    spec = load_spec(str(spec_file(tmp_path)))
+    kaggle_server.replies["SaveKernel"] = (200, {"ref": "", "url": "", "error": "Notebook title is taken"}, {})
+    from kit.remote import push
+    with pytest.raises(KitError, match="Kaggle refused the kernel push of .*: Notebook title is taken"):
+        push(spec, "vgg16", 0, "tester")
+    kaggle_server.replies["SaveKernel"] = (200, {"ref": "r", "url": "u", "invalidDatasetSources": ["x/y"]}, {})
+    with pytest.raises(KitError, match="Kaggle does not know these kernel inputs: x/y"):
+        push(spec, "vgg16", 0, "tester")
