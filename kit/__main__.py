@@ -85,15 +85,22 @@ def _start_tensorflow():
             os.close(saved)
 
 
-def cmd_train(options):
+def _fold_args(options):
+    """(spec, backbone, fold): fold=0 and backbone=<the spec's first> unless given, checked before
+    TensorFlow's slow import so that a typo fails at once."""
     from kit.config import check_backbone, check_fold
 
-    fold, force = _int(options, "fold", 0), _flag(options, "force")
-    backbone = options.pop("backbone", "")
+    fold, backbone = _int(options, "fold", 0), options.pop("backbone", "")
     spec = _spec(options)
     backbone = backbone or spec.backbones[0]
     check_backbone(backbone)
-    check_fold(spec, fold)  # before TensorFlow's slow import: a typo fails at once
+    check_fold(spec, fold)
+    return spec, backbone, fold
+
+
+def cmd_train(options):
+    force = _flag(options, "force")
+    spec, backbone, fold = _fold_args(options)
     _start_tensorflow()
     from kit.train import run_fold
 
@@ -101,73 +108,39 @@ def cmd_train(options):
 
 
 def cmd_predict(options):
-    fold, backbone = _int(options, "fold", 0), options.pop("backbone", "")
-    spec = _spec(options)
+    spec, backbone, fold = _fold_args(options)
     _start_tensorflow()
     from kit.predict import predict_fold
 
-    predict_fold(spec, backbone or spec.backbones[0], fold)
+    predict_fold(spec, backbone, fold)
 
 
 def cmd_all(options):
     force = _flag(options, "force")
     spec = _spec(options)
     _start_tensorflow()
+    from kit.ensemble import ensemble_submission
+    from kit.report import cv_report
     from kit.train import run_fold
 
     for backbone in spec.backbones:
         for fold in range(spec.n_folds):
             run_fold(spec, backbone, fold, force)
-    _cv(spec)
-    _ensemble(spec, "mean")
+    cv_report(spec)
+    ensemble_submission(spec, "mean")
 
 
 def cmd_cv(options):
-    _cv(_spec(options))
+    from kit.report import cv_report
 
-
-def _cv(spec):
-    from kit.data import load_data
-    from kit.ensemble import cross_validate
-    from kit.report import show, write_report
-
-    data = load_data(spec)
-    table, members, missing, weights = cross_validate(spec, data)
-    report = write_report(spec, data, table, members, missing, weights)
-    print(show(spec, table, missing, weights))
-    print(f"saved {spec.runs_path / 'cv.csv'} and {report}")
+    cv_report(_spec(options))
 
 
 def cmd_ensemble(options):
+    from kit.ensemble import ensemble_submission
+
     method = options.pop("method", "mean")
-    _ensemble(_spec(options), method)
-
-
-def _ensemble(spec, method):
-    from kit.data import load_data, read_csv
-    from kit.ensemble import combine, labels_of, load_members
-    from kit.metrics import spec_score
-    from kit.submission import write
-
-    data = load_data(spec)
-    members, missing = load_members(spec, data)
-    y_of = labels_of(data)
-    ids, oof, test, weights = combine(spec, members, y_of, method)
-    cv = spec_score(spec, y_of(ids), oof)
-    runs = [f"{m.name}/fold{k}" for m in members for k in m.folds]
-    about = {"competition": spec.slug, "method": method, "metric": spec.metric, "cv": round(cv, 6),
-             "weights": {m.name: round(float(w), 4) for m, w in zip(members, weights)},
-             "runs": runs, "missing": missing}
-    sample = read_csv(spec.data_path / spec.sample_submission, "sample submission")
-    path = write(spec, sample, data.classes, data.test["id"].tolist(), test, method, about)
-    print(f"ensemble ({method}) of {len(runs)} runs: {', '.join(runs)}")
-    if missing:
-        print(f"not finished, left out: {', '.join(missing)}")
-    if method == "weighted":
-        print("weights: " + ", ".join(f"{k} {v:g}" for k, v in about["weights"].items()))
-    print(f"OOF {spec.metric}: {cv:.5f} on {len(ids)} images")
-    print(f"wrote {path}")
-    return path
+    ensemble_submission(_spec(options), method)
 
 
 def cmd_validate(options):
@@ -226,12 +199,14 @@ def cmd_submit(options):
 
 def cmd_folds(options):
     spec = _spec(options)
+    import pandas as pd
+
     from kit.data import load_data
     from kit.folds import load_folds
 
-    fold = load_folds(spec, load_data(spec))
-    print(f"{spec.runs_path / 'folds.csv'}: {len(fold)} images in {spec.n_folds} folds "
-          f"of {', '.join(str(n) for n in __import__('numpy').bincount(fold))}")
+    sizes = pd.Series(load_folds(spec, load_data(spec))).value_counts().sort_index()
+    print(f"{spec.runs_path / 'folds.csv'}: {sizes.sum()} images in {spec.n_folds} folds "
+          f"of {', '.join(str(n) for n in sizes)}")
 
 
 def cmd_spec(options):
@@ -243,9 +218,8 @@ def cmd_spec(options):
 def _kernel_args(options):
     from kit.kernel import kaggle_user
 
-    fold, backbone, user = _int(options, "fold", 0), options.pop("backbone", ""), options.pop("user", "")
-    spec = _spec(options)
-    return spec, backbone or spec.backbones[0], fold, kaggle_user(user)
+    user = options.pop("user", "")
+    return (*_fold_args(options), kaggle_user(user))
 
 
 def cmd_kernel(options):

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from kit import KitError
-from kit.data import read_csv
+from kit.data import load_data, read_csv
 from kit.files import run_finished
 from kit.metrics import METRICS, spec_score
 
@@ -142,3 +142,28 @@ def usable_methods(spec, members):
     """The ensemble methods worth reporting: rank only for a rank metric, weights with 2+ members."""
     return [m for m in METHODS if (m != "rank" or spec.metric == "roc_auc") and
             (m == "mean" or len(members) > 1)]
+
+
+def ensemble_submission(spec, method):
+    """Ensemble whatever runs are finished into submissions/<slug>-<time>-<method>.csv."""
+    from kit.submission import write
+
+    data = load_data(spec)
+    members, missing = load_members(spec, data)
+    y_of = labels_of(data)
+    ids, oof, test, weights = combine(spec, members, y_of, method)
+    cv = spec_score(spec, y_of(ids), oof)
+    runs = [f"{m.name}/fold{k}" for m in members for k in m.folds]
+    about = {"competition": spec.slug, "method": method, "metric": spec.metric, "cv": round(cv, 6),
+             "weights": {m.name: round(float(w), 4) for m, w in zip(members, weights)},
+             "runs": runs, "missing": missing}
+    sample = read_csv(spec.data_path / spec.sample_submission, "sample submission")
+    path = write(spec, sample, data.classes, data.test["id"].tolist(), test, method, about)
+    print(f"ensemble ({method}) of {len(runs)} runs: {', '.join(runs)}")
+    if missing:
+        print(f"not finished, left out: {', '.join(missing)}")
+    if method == "weighted":
+        print("weights: " + ", ".join(f"{k} {v:g}" for k, v in about["weights"].items()))
+    print(f"OOF {spec.metric}: {cv:.5f} on {len(ids)} images")
+    print(f"wrote {path}")
+    return path

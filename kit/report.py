@@ -7,8 +7,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
 
-from kit.data import read_csv  # noqa: E402
-from kit.ensemble import combine, labels_of  # noqa: E402
+from kit.data import load_data, read_csv  # noqa: E402
+from kit.ensemble import combine, cross_validate, labels_of  # noqa: E402
 from kit.files import atomic_path, write_csv, write_text  # noqa: E402
 from kit.metrics import METRICS  # noqa: E402
 
@@ -32,6 +32,15 @@ def show(spec, table, missing, weights):
         if method == "weighted":
             lines.append("weights: " + ", ".join(f"{k} {v:g}" for k, v in w.items()))
     return "\n".join(lines)
+
+
+def cv_report(spec):
+    """Print the CV table of whatever runs exist; save cv.csv and report.md."""
+    data = load_data(spec)
+    table, members, missing, weights = cross_validate(spec, data)
+    report = write_report(spec, data, table, members, missing, weights)
+    print(show(spec, table, missing, weights))
+    print(f"saved {spec.runs_path / 'cv.csv'} and {report}")
 
 
 def write_report(spec, data, table, members, missing, weights):
