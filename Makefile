@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 .PHONY: train demo all predict cv ensemble validate download submit kernel push kernels status collect \
-	folds spec test test-fast lint install help
+	bench folds spec test test-fast lint install help
 
 train: $(VENV)/.installed ## train one fold of one backbone: make fold=0 backbone=xception [competition=demo]
 	$(PY) -m kit train $(ARGS)
@@ -61,6 +61,9 @@ status: $(VENV)/.installed ## the state of each pushed kernel
 
 collect: $(VENV)/.installed ## finished kernels' outputs into runs/<slug>/ (then make cv, make ensemble)
 	$(PY) -m kit collect $(ARGS)
+
+bench: $(VENV)/.installed ## speed and memory against the kit's targets: table + runs/bench/bench.csv
+	$(PY) -m kit bench $(ARGS)
 
 folds: $(VENV)/.installed ## make runs/<slug>/folds.csv
 	$(PY) -m kit folds $(ARGS)

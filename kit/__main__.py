@@ -28,6 +28,7 @@ commands:
   kernels   push one kernel per fold x backbone (finished folds skipped unless force=1)
   status    the state of each pushed kernel
   collect   finished kernels' outputs into runs/<slug>/, as local runs   force=0
+  bench     speed and memory against the kit's targets; runs/bench/bench.csv   quick=0
   folds     make runs/<slug>/folds.csv
   spec      print the resolved spec
 
@@ -258,10 +259,21 @@ def cmd_collect(options):
     collect(_spec(options), force)
 
 
+def cmd_bench(options):
+    quick = _flag(options, "quick")
+    if options:
+        raise KitError(f"bench takes only quick=1, not {', '.join(options)}")
+    _start_tensorflow()
+    from kit.bench import run
+
+    run(quick)
+
+
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "all": cmd_all, "cv": cmd_cv,
             "ensemble": cmd_ensemble, "validate": cmd_validate, "download": cmd_download,
             "submit": cmd_submit, "kernel": cmd_kernel, "push": cmd_push, "kernels": cmd_kernels,
-            "status": cmd_status, "collect": cmd_collect, "folds": cmd_folds, "spec": cmd_spec}
+            "status": cmd_status, "collect": cmd_collect, "bench": cmd_bench, "folds": cmd_folds,
+            "spec": cmd_spec}
 
 
 def main(argv=None):

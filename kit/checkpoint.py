@@ -82,12 +82,14 @@ class Checkpoint:
 
 class Tracker(keras.callbacks.Callback):
     """After every epoch of a phase: a history.csv line, the schedule's best weights, early
-    stopping on val_loss, and a checkpoint. Keras' EarlyStopping resets its counters when fit
-    begins, so it cannot resume; this keeps them in the RunState."""
+    stopping on val_loss, and a checkpoint of `full` (the model being fit may be its head
+    alone). Keras' EarlyStopping resets its counters when fit begins, so it cannot resume; this
+    keeps them in the RunState."""
 
-    def __init__(self, state, phase, checkpoint, history_path):
+    def __init__(self, state, phase, checkpoint, history_path, full):
         super().__init__()
         self.state, self.phase, self.checkpoint, self.history_path = state, phase, checkpoint, history_path
+        self.full = full
 
     def on_epoch_end(self, epoch, logs=None):
         s = self.state
@@ -96,7 +98,7 @@ class Tracker(keras.callbacks.Callback):
                        "metric": logs["accuracy"], "val_loss": logs["val_loss"],
                        "val_metric": logs["val_accuracy"]})
         val_loss = logs["val_loss"]
-        best = self.model.get_weights() if val_loss < s.best else None  # False for NaN
+        best = self.full.get_weights() if val_loss < s.best else None  # False for NaN
         if best is not None:
             s.best = val_loss
         if val_loss < s.phase_best:
@@ -107,5 +109,5 @@ class Tracker(keras.callbacks.Callback):
         diverged = math.isnan(logs["loss"]) or math.isnan(val_loss)
         if diverged or (self.phase.patience and s.wait >= self.phase.patience):
             s.stopped = self.model.stop_training = True
-        self.checkpoint.save(s, self.model, best)
+        self.checkpoint.save(s, self.full, best)
         write_csv(self.history_path, pd.DataFrame(s.rows))  # after: it never shows an unsaved epoch

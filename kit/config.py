@@ -90,6 +90,12 @@ class Spec:
     schedule: list[Phase] = field(default_factory=_default_schedule)
     limit_batches: int = 0  # train on at most this many batches per epoch (smoke tests); 0 = all
     workers: int = 0  # parallel image decoders; 0 = tf.data's autotune
+    # Speed: what is computed once and kept.
+    image_cache: str = "auto"  # decoded, resized images: auto (memory up to cache_mb, else disk),
+    #                            memory, disk (runs/<slug>/cache/, shared by folds), off
+    feature_cache: bool = True  # head-only phases train on the frozen base's outputs, computed once
+    feature_copies: int = 0  # ... for the images and this many augmented copies (epoch e: copy e % (n+1))
+    cache_mb: int = 2048  # in-memory caches above this size go to disk
     mixed_precision: str = "auto"  # auto (on with a GPU/TPU) | off | float16 | bfloat16
     jit_compile: str = "auto"  # XLA: auto (on with a GPU/TPU) | on | off
     strategy: str = "auto"  # auto (TPU, several GPUs -> mirrored, else default) | default | mirrored
@@ -121,6 +127,7 @@ CHOICES = {
     "strategy": ("auto", "default", "mirrored"),
     "decay": ("constant", "cosine", "plateau"),
     "submission": ("auto", "probability", "label", "per_class", "labels"),
+    "image_cache": ("auto", "memory", "disk", "off"),
 }
 
 
@@ -257,7 +264,8 @@ def validate(spec):
         check_backbone(name)
     if spec.task not in METRICS[spec.metric].tasks:
         raise KitError(f"metric: {spec.metric} does not apply to a {spec.task} task")
-    for key, low in (("n_folds", 2), ("batch_size", 1), ("limit_batches", 0), ("workers", 0)):
+    for key, low in (("n_folds", 2), ("batch_size", 1), ("limit_batches", 0), ("workers", 0),
+                     ("feature_copies", 0), ("cache_mb", 0)):
         if getattr(spec, key) < low:
             raise KitError(f"{key}: {getattr(spec, key)} is below {low}")
     if spec.image_size is not None and spec.image_size < 8:

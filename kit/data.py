@@ -2,7 +2,6 @@
 describe, and image decoding to 3-channel 8-bit RGB whatever the file holds."""
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,14 +258,3 @@ def _cv2_rgb8(path):
     if a.dtype != np.uint8:
         a = np.clip(a / 257 if np.issubdtype(a.dtype, np.integer) else a * 255, 0, 255).astype(np.uint8)
     return cv2.cvtColor(a, cv2.COLOR_BGRA2RGB if a.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-
-
-def check_images(paths, size, workers=0):
-    """Decode every image once, in parallel: {path: reason} for those that cannot be read."""
-    def reason(path):
-        try:
-            read_rgb(path, size)
-        except BadImage as e:
-            return e.reason
-    with ThreadPoolExecutor(workers or os.cpu_count()) as pool:
-        return {p: r for p, r in zip(paths, pool.map(reason, paths)) if r is not None}

@@ -108,14 +108,15 @@ def set_trainable(base, blocks, trainable):
         layer.trainable = id(layer) in opened
 
 
-def compile_model(model, task, lr, jit_compile):
-    """A fresh optimizer per phase: keras only sees a new `trainable` set on compile."""
+def compile_model(model, task, lr, jit_compile, optimizer=None):
+    """A fresh optimizer per phase (keras only sees a new `trainable` set on compile), or the
+    full model's own when compiling its head alone (cached features)."""
     if task == "multiclass":
         loss, metric = keras.losses.SparseCategoricalCrossentropy(), keras.metrics.SparseCategoricalAccuracy
     else:
         loss, metric = keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=[metric(name="accuracy")],
-                  jit_compile=jit_compile)
+    model.compile(optimizer=optimizer or keras.optimizers.Adam(lr), loss=loss,
+                  metrics=[metric(name="accuracy")], jit_compile=jit_compile)
 
 
 @dataclass

@@ -1,11 +1,14 @@
 """Predictions of a trained fold: OOF for its validation images, test for every test image,
 each averaged over the spec's test-time views (the image, flips, seeded augmentations)."""
+from types import SimpleNamespace
+
 import keras
 import numpy as np
 import pandas as pd
 
 from kit import KitError
 from kit.augment import Augmenter, serialized
+from kit.cache import Images
 from kit.config import check_backbone, check_fold, image_size
 from kit.data import load_data, read_csv
 from kit.files import write_csv
@@ -36,19 +39,19 @@ def views(spec, augment):
     return found
 
 
-def predict(model, paths, size, batch, views, workers=0):
+def predict(model, images, indices, batch, views, workers=0):
     """Mean probabilities over the views."""
-    runs = [model.predict(eval_batches(paths, size, batch, workers=workers, view=v), verbose=0)
+    runs = [model.predict(eval_batches(images, indices, batch, workers=workers, view=v), verbose=0)
             for v in views]
     return np.mean(runs, axis=0)
 
 
-def write_predictions(spec, model, data, val_idx, size, batch, augment, out):
-    """oof.csv then test.csv (last: it marks the fold finished). Returns the fold's OOF score."""
-    seen = views(spec, augment)
-    paths = data.train["path"].to_numpy()
-    oof = predict(model, paths[val_idx], size, batch, seen, spec.workers)
-    test = predict(model, data.test["path"], size, batch, seen, spec.workers)
+def write_predictions(spec, model, fold, batch, augment, out):
+    """oof.csv then test.csv (last: it marks the fold finished). Returns the fold's OOF score.
+    `fold`: data, images, test_images and val_idx of the fold (train._prepare)."""
+    seen, data, val_idx = views(spec, augment), fold.data, fold.val_idx
+    oof = predict(model, fold.images, val_idx, batch, seen, spec.workers)
+    test = predict(model, fold.test_images, np.arange(len(data.test)), batch, seen, spec.workers)
     columns = data.classes[1:] if spec.task == "binary" else data.classes
     write_csv(out / "oof.csv", _frame(data.train["id"].to_numpy()[val_idx], oof, columns))
     write_csv(out / "test.csv", _frame(data.test["id"], test, columns))
@@ -73,7 +76,8 @@ def predict_fold(spec, backbone, fold):
     bad = set(read_csv(out / SKIPPED, "skipped list")["path"]) if (out / SKIPPED).is_file() else set()
     _, val_idx = split(data, load_folds(spec, data), fold, bad)
     size = image_size(spec, entry)
-    value = write_predictions(spec, model, data, val_idx, size, spec.batch_size,
-                              Augmenter(serialized(spec.augment)), out)
+    images = SimpleNamespace(data=data, val_idx=val_idx, images=Images(data.train["path"], size),
+                             test_images=Images(data.test["path"], size))
+    value = write_predictions(spec, model, images, spec.batch_size, Augmenter(serialized(spec.augment)), out)
     print(f"{out}: predicted with {len(views(spec, None))} view(s); fold {fold} {spec.metric}: {value:.5f}")
     return out

@@ -13,6 +13,7 @@
 import dataclasses
 import math
 import sys
+from types import SimpleNamespace
 
 import keras
 import pandas as pd
@@ -20,10 +21,12 @@ import tensorflow as tf
 
 from kit import KitError
 from kit.augment import Augmenter, serialized
+from kit.cache import load_images
 from kit.checkpoint import Checkpoint, RunState, Tracker
 from kit.config import check_backbone, check_fold, dump, image_size
 from kit.curves import plot_curves
-from kit.data import check_images, load_data
+from kit.data import load_data
+from kit.features import feature_stream, fold_features, head_of
 from kit.files import atomic_path, run_finished, write_csv, write_text
 from kit.folds import load_folds
 from kit.inputs import eval_batches, train_stream
@@ -39,7 +42,6 @@ def run_fold(spec, backbone, fold, force=False):
     if run_finished(out) and not force:
         print(f"{out} is finished: force=1 trains it again", flush=True)
         return out
-    size = image_size(spec, entry)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = Checkpoint(out / "checkpoint")
     if force:
@@ -49,57 +51,49 @@ def run_fold(spec, backbone, fold, force=False):
         (out / "log.txt").unlink(missing_ok=True)
         state = RunState()
     log = _logger(out)
-    data, train_idx, val_idx = _prepare(spec, backbone, fold, size, out, log)
-
-    # Same seed, same folds, same predictions: seeded, and deterministic ops on the CPU.
-    keras.utils.set_random_seed(spec.seed)
-    device = setup_device(spec.strategy, spec.mixed_precision, spec.jit_compile)
-    if device.accelerator == "cpu":
-        tf.config.experimental.enable_op_determinism()
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(device.policy)
-    weights = resolve_weights(spec.weights, entry)
-    if weights != spec.weights:
-        log(f"weights: {weights} (ImageNet, attached)")
-    try:
-        with device.strategy.scope():
-            model, base = build_model(backbone, spec.task, len(data.classes), size, weights, spec.dropout)
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
-    for phase in spec.schedule:  # a top:K beyond the backbone's blocks fails now, not hours in
-        trainable_layers(base, entry.blocks, phase.trainable)
-    replicas = device.strategy.num_replicas_in_sync
-    log(f"device: {device.accelerator}, {replicas} replica(s) ({type(device.strategy).__name__}), "
-        f"{device.policy}, XLA {'on' if device.jit_compile else 'off'}")
-
-    batch = spec.batch_size * replicas
-    y = data.y.reshape(-1, 1) if spec.task == "binary" else data.y
-    paths = data.train["path"].to_numpy()
-    val = eval_batches(paths[val_idx], size, batch, y[val_idx], spec.workers)
+    f = _prepare(spec, backbone, fold, image_size(spec, entry), out, log)
+    model, base, device = _build(spec, backbone, entry, f.images.size, len(f.data.classes), log)
+    batch = spec.batch_size * device.strategy.num_replicas_in_sync
     augment = Augmenter(serialized(spec.augment))
     if state.epoch:
         log(f"resuming after epoch {state.epoch} (phase {spec.schedule[state.phase].name})")
+
+    features = None  # the frozen base's outputs, while no phase has trained the base
     for index, phase in enumerate(spec.schedule):
         if index < state.phase:
             continue
         if index > state.phase:
             state.start_phase(index)
         set_trainable(base, entry.blocks, phase.trainable)
-        with device.strategy.scope():
+        cached = spec.feature_cache and phase.trainable == "none"
+        with device.strategy.scope():  # recompiled: keras sees the new trainable set
             compile_model(model, spec.task, phase.lr, device.jit_compile)
+            trainer = head_of(model) if cached else model
+            if cached:
+                compile_model(trainer, spec.task, phase.lr, device.jit_compile, optimizer=model.optimizer)
         if state.model_file:  # resumed in the middle of this phase
             checkpoint.restore(model, state)
         if not state.phase_done(phase):
-            end = state.phase_start + phase.epochs
-            train, steps = train_stream(paths[train_idx], y[train_idx], size, augment, spec.seed,
-                                        (state.epoch, end), batch, spec.limit_batches, spec.workers)
-            log(f"phase {phase.name}: base trainable {phase.trainable} "
-                f"({sum(layer.trainable for layer in base.layers)} of {len(base.layers)} layers), "
-                f"lr {phase.lr:g}, up to {phase.epochs} epochs")
-            callbacks = [Tracker(state, phase, checkpoint, out / "history.csv"),
+            epochs = (state.epoch, state.phase_start + phase.epochs)
+            limit, workers, y_train = spec.limit_batches, spec.workers, f.y[f.train_idx]
+            if cached:
+                features = features or fold_features(spec, model, f, augment, batch)
+                train, steps = feature_stream(features[0], y_train, spec.seed, epochs, batch, limit, workers)
+                val = (features[1], f.y[f.val_idx])
+            else:
+                features = None  # the base trains: its outputs change
+                train, steps = train_stream(f.images, f.train_idx, y_train, augment, spec.seed, epochs, batch,
+                                            limit, workers)
+                val = eval_batches(f.images, f.val_idx, batch, f.y[f.val_idx], workers)
+            opened = sum(layer.trainable for layer in base.layers)
+            how = ", head on cached features" if cached else ""
+            log(f"phase {phase.name}: base trainable {phase.trainable} ({opened} of {len(base.layers)} "
+                f"layers{how}), lr {phase.lr:g}, up to {phase.epochs} epochs")
+            callbacks = [Tracker(state, phase, checkpoint, out / "history.csv", model),
                          *_phase_callbacks(phase, state.phase_start)]
-            model.fit(train, steps_per_epoch=steps, validation_data=val, initial_epoch=state.epoch,
-                      epochs=end, shuffle=False, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+            trainer.fit(train, steps_per_epoch=steps, validation_data=val, validation_batch_size=batch,
+                        initial_epoch=epochs[0], epochs=epochs[1], shuffle=False, callbacks=callbacks,
+                        verbose=1 if sys.stdout.isatty() else 2)
         # The next phase starts from the best weights so far, and so does prediction: a
         # fine-tuning phase that never beats the head leaves the head's weights.
         best = checkpoint.best_weights(state)
@@ -113,26 +107,28 @@ def run_fold(spec, backbone, fold, force=False):
     with atomic_path(out / "model.keras") as tmp:
         inference.save(tmp)
     plot_curves(pd.DataFrame(state.rows), out / "curves.png", f"{spec.slug} / {backbone} / fold {fold}")
-    fold_score = write_predictions(spec, model, data, val_idx, size, batch, augment, out)
+    fold_score = write_predictions(spec, model, f, batch, augment, out)
     checkpoint.clear()
     log(f"fold {fold} {spec.metric}: {fold_score:.5f} (best val_loss {state.best:.5f})")
     return out
 
 
 def _prepare(spec, backbone, fold, size, out, log):
-    """(data, train indices, validation indices), unreadable training images left out and
-    listed; the resolved spec saved in the run folder."""
+    """The fold's data: labels, images (decoded once into the cache, which finds the unreadable
+    ones: skipped and listed in training, an error in test), train and validation indices. The
+    resolved spec is saved in the run folder."""
     data = load_data(spec)
     fold_of = load_folds(spec, data)
     log(f"{spec.slug} / {backbone} / fold {fold}: {size}px, {len(data.train)} train images, "
         f"{len(data.test)} test images, classes: {', '.join(data.classes[:10])}")
-    # Unreadable training images are skipped and listed; a test image must never be skipped.
-    bad_test = check_images(data.test["path"], size, spec.workers)
+    cache = dict(mode=spec.image_cache, folder=spec.runs_path / "cache", limit_mb=spec.cache_mb,
+                 workers=spec.workers)
+    test_images, bad_test = load_images(data.test["path"], size, **cache)
     if bad_test:
         path, reason = next(iter(bad_test.items()))
         raise KitError(f"{len(bad_test)} test images cannot be read (a submission needs every row), "
                        f"e.g. {path}: {reason}")
-    bad = check_images(data.train["path"], size, spec.workers)
+    images, bad = load_images(data.train["path"], size, **cache)
     (out / SKIPPED).unlink(missing_ok=True)
     if bad:
         write_csv(out / SKIPPED, pd.DataFrame({"path": list(bad), "reason": list(bad.values())}))
@@ -142,7 +138,33 @@ def _prepare(spec, backbone, fold, size, out, log):
     train_idx, val_idx = split(data, fold_of, fold, bad)
     resolved = dataclasses.replace(spec, image_size=size)
     write_text(out / "config.yaml", dump(resolved, backbone=backbone, fold=fold))
-    return data, train_idx, val_idx
+    y = data.y.reshape(-1, 1) if spec.task == "binary" else data.y
+    return SimpleNamespace(data=data, images=images, test_images=test_images, y=y,
+                           train_idx=train_idx, val_idx=val_idx)
+
+
+def _build(spec, backbone, entry, size, n_classes, log):
+    """(model, base, device): seeded, on the devices the spec asks for, in their precision."""
+    # Same seed, same folds, same predictions: seeded, and deterministic ops on the CPU.
+    keras.utils.set_random_seed(spec.seed)
+    device = setup_device(spec.strategy, spec.mixed_precision, spec.jit_compile)
+    if device.accelerator == "cpu":
+        tf.config.experimental.enable_op_determinism()
+    weights = resolve_weights(spec.weights, entry)
+    if weights != spec.weights:
+        log(f"weights: {weights} (ImageNet, attached)")
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(device.policy)
+    try:
+        with device.strategy.scope():
+            model, base = build_model(backbone, spec.task, n_classes, size, weights, spec.dropout)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    for phase in spec.schedule:  # a top:K beyond the backbone's blocks fails now, not hours in
+        trainable_layers(base, entry.blocks, phase.trainable)
+    log(f"device: {device.accelerator}, {device.strategy.num_replicas_in_sync} replica(s) "
+        f"({type(device.strategy).__name__}), {device.policy}, XLA {'on' if device.jit_compile else 'off'}")
+    return model, base, device
 
 
 def _logger(out):

@@ -8,8 +8,9 @@ from conftest import image, spec_file, write_competition
 from PIL import Image
 
 from kit import KitError
+from kit.cache import load_images
 from kit.config import load_spec
-from kit.data import BadImage, check_images, load_data, read_rgb
+from kit.data import BadImage, load_data, read_rgb
 
 
 def _spec(tmp_path, **keys):
@@ -172,6 +173,6 @@ def test_truncated_and_corrupt_images_are_reported_not_half_decoded(tmp_path):
     for name in ("cut.jpg", "junk.png", "cut.png"):
         with pytest.raises(BadImage):
             read_rgb(tmp_path / name, 32)
-    bad = check_images([str(good)] + [str(tmp_path / n) for n in ("cut.jpg", "junk.png")], 32)
+    _, bad = load_images([str(good)] + [str(tmp_path / n) for n in ("cut.jpg", "junk.png")], 32, mode="off")
     assert sorted(bad) == [str(tmp_path / "cut.jpg"), str(tmp_path / "junk.png")]
     assert "truncated" in bad[str(tmp_path / "cut.jpg")]

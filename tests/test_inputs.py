@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from kit.augment import Augmenter, serialized
+from kit.cache import Images
 from kit.config import load_spec
 from kit.inputs import eval_batches, train_stream
 
@@ -19,7 +20,10 @@ def images(tmp_path):
         a[0, 0], a[0, -1] = i * 20, 255
         Image.fromarray(a).save(tmp_path / f"{i}.png")
         paths.append(str(tmp_path / f"{i}.png"))
-    return paths
+    return Images(paths, 8)
+
+
+ALL = np.arange(10)
 
 
 def _batches(ds, steps_per_epoch, epochs):
@@ -29,7 +33,7 @@ def _batches(ds, steps_per_epoch, epochs):
 
 def test_each_epoch_shows_every_image_once_in_a_seeded_order(images):
     y = np.arange(10)
-    ds, steps = train_stream(images, y, 8, None, 3, (0, 3), 4)
+    ds, steps = train_stream(images, ALL, y, None, 3, (0, 3), 4)
     assert steps == 3
     epochs = _batches(ds, steps, 3)
     orders = [np.concatenate([labels for _, labels in epoch]).tolist() for epoch in epochs]
@@ -42,8 +46,8 @@ def test_each_epoch_shows_every_image_once_in_a_seeded_order(images):
 
 def test_a_stream_resumed_at_epoch_k_sees_what_an_uninterrupted_one_saw(images):
     augment = Augmenter(FLIP)
-    full, steps = train_stream(images, np.arange(10), 8, augment, 5, (0, 3), 4)
-    resumed, _ = train_stream(images, np.arange(10), 8, augment, 5, (2, 3), 4)
+    full, steps = train_stream(images, ALL, ALL, augment, 5, (0, 3), 4)
+    resumed, _ = train_stream(images, ALL, ALL, augment, 5, (2, 3), 4)
     whole, tail = _batches(full, steps, 3)[2], _batches(resumed, steps, 1)[0]
     for (xa, ya), (xb, yb) in zip(whole, tail):
         np.testing.assert_array_equal(xa, xb)
@@ -52,7 +56,7 @@ def test_a_stream_resumed_at_epoch_k_sees_what_an_uninterrupted_one_saw(images):
 
 def test_augmentation_is_seeded_and_differs_between_epochs(images):
     augment = Augmenter(FLIP)
-    runs = [_batches(train_stream(images, np.arange(10), 8, augment, seed, (0, 2), 10)[0], 1, 2)
+    runs = [_batches(train_stream(images, ALL, ALL, augment, seed, (0, 2), 10)[0], 1, 2)
             for seed in (1, 1, 2)]
     np.testing.assert_array_equal(runs[0][0][0][0], runs[1][0][0][0])
     np.testing.assert_array_equal(runs[0][1][0][0], runs[1][1][0][0])
@@ -62,18 +66,20 @@ def test_augmentation_is_seeded_and_differs_between_epochs(images):
 
 
 def test_limit_batches_caps_an_epoch(images):
-    _, steps = train_stream(images, np.arange(10), 8, None, 0, (0, 1), 4, limit=2)
+    _, steps = train_stream(images, ALL, ALL, None, 0, (0, 1), 4, limit=2)
     assert steps == 2
 
 
-def test_validation_and_test_images_are_only_resized_in_file_order(images):
-    batches = list(eval_batches(images, 4, 3, y=np.arange(10)))
+def test_validation_and_test_images_are_only_resized_in_the_given_order(images):
+    small = Images(images.paths, 4)
+    order = np.array([3, 1, 4, 0, 9, 2, 6, 5, 8, 7])
+    batches = list(eval_batches(small, order, 3, y=order))
     x = np.concatenate([np.asarray(b[0]) for b in batches])
-    assert x.shape == (10, 4, 4, 3) and x.dtype == np.float32
-    assert np.concatenate([np.asarray(b[1]) for b in batches]).tolist() == list(range(10))
-    again = np.concatenate([np.asarray(b) for b in eval_batches(images, 4, 3)])
+    assert x.shape == (10, 4, 4, 3) and x.dtype == np.uint8  # cast to float by the model, on the device
+    assert np.concatenate([np.asarray(b[1]) for b in batches]).tolist() == order.tolist()
+    again = np.concatenate([np.asarray(b) for b in eval_batches(small, order, 3)])
     np.testing.assert_array_equal(x, again)
-    assert (x[:, 0, -1, 0] > x[:, 0, 0, 0]).all()  # never flipped
+    np.testing.assert_array_equal(x, np.stack([small[i] for i in order]))  # resized only, in order
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])

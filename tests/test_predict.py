@@ -5,6 +5,7 @@ import pandas as pd
 from PIL import Image
 
 from kit.augment import Augmenter, serialized
+from kit.cache import Images
 from kit.predict import predict, views
 
 
@@ -32,11 +33,12 @@ def test_tta_averages_the_model_over_the_views(tmp_path):
     inputs = keras.Input((8, 8, 3))
     left = keras.layers.Lambda(lambda x: keras.ops.mean(x[:, :, :4, :], axis=(1, 2, 3), keepdims=False))(inputs)
     model = keras.Model(inputs, keras.layers.Reshape((1,))(left))
-    plain = predict(model, paths, 8, 2, [None])[:, 0]
-    both = predict(model, paths, 8, 2, [None, lambda image, i: image[:, ::-1]])[:, 0]
-    images = np.stack([np.asarray(Image.open(p), np.float32) for p in paths])
-    np.testing.assert_allclose(plain, images[:, :, :4].mean((1, 2, 3)), rtol=1e-5)
-    np.testing.assert_allclose(both, images.mean((1, 2, 3)), rtol=1e-5)
+    images = Images(paths, 8)
+    plain = predict(model, images, np.arange(5), 2, [None])[:, 0]
+    both = predict(model, images, np.arange(5), 2, [None, lambda image, i: image[:, ::-1]])[:, 0]
+    pixels = np.stack([np.asarray(Image.open(p), np.float32) for p in paths])
+    np.testing.assert_allclose(plain, pixels[:, :, :4].mean((1, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(both, pixels.mean((1, 2, 3)), rtol=1e-5)
 
 
 def test_predict_again_with_tta_rewrites_only_the_predictions(tiny):

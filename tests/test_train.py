@@ -71,8 +71,9 @@ def test_same_seed_same_predictions(tiny, tmp_path):
     pd.testing.assert_frame_equal(first, pd.read_csv(run_fold(again, "resnet50", 0) / "oof.csv"))
 
 
-def test_head_phase_leaves_the_base_bitwise_unchanged(tiny):
-    spec = tiny(schedule=[HEAD])
+@pytest.mark.parametrize("cached", [True, False])
+def test_head_phase_leaves_the_base_bitwise_unchanged(tiny, cached):
+    spec = tiny(schedule=[HEAD], feature_cache=cached)
     model0, base0 = _initial(spec, "xception", 71)
     model, base = _trained(run_fold(spec, "xception", 0))
     for before, after in zip(_values(base0), _values(base)):
@@ -120,13 +121,14 @@ def test_epochs_continue_across_phases_and_early_stopping_ends_a_phase(tiny):
     wrecked = history.loc[history["phase"] == "wreck", "val_loss"]
     assert (wrecked.isna() | (wrecked > best)).all()  # diverged: worse, or NaN
     model, _ = _trained(out)
+    from kit.cache import Images
     from kit.inputs import eval_batches
     from kit.model import compile_model
     compile_model(model, "multiclass", 1e-3, False)  # saved without its training state
     ids = pd.read_csv(out / "oof.csv", dtype=str)["id"]
-    data_paths = [str(spec.data_path / "train" / f"{i}.png") for i in ids]
+    images = Images([str(spec.data_path / "train" / f"{i}.png") for i in ids], 32)
     y = np.array([int(i[2:]) % 2 for i in ids])  # conftest labels images a, b, a, b, ...
-    loss = model.evaluate(eval_batches(data_paths, 32, 8, y), verbose=0, return_dict=True)["loss"]
+    loss = model.evaluate(eval_batches(images, np.arange(len(ids)), 8, y), verbose=0, return_dict=True)["loss"]
     assert loss == pytest.approx(best, rel=1e-4)
 
 

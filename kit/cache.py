@@ -1,0 +1,90 @@
+"""Images decoded and resized once, and kept: in memory when they fit under `cache_mb`, else in
+a file on disk (memory-mapped, shared by every fold and backbone at that size), or not at all.
+
+The pass that fills the cache is the one that finds unreadable images, so caching costs no
+extra decoding. Without a cache, images are decoded each time they are read.
+"""
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from kit.data import BadImage, read_rgb
+from kit.files import atomic_path, write_text
+
+
+class Images:
+    """The images of a table by index, as (size, size, 3) uint8, decoded on each read."""
+
+    def __init__(self, paths, size):
+        self.paths, self.size = list(paths), size
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return read_rgb(self.paths[i], self.size)
+
+
+class CachedImages(Images):
+    def __init__(self, paths, size, array):
+        super().__init__(paths, size)
+        self.array = array
+
+    def __getitem__(self, i):
+        return self.array[i]
+
+
+def load_images(paths, size, mode="auto", folder=None, limit_mb=2048, workers=0):
+    """(images, {path: reason} of the unreadable ones). `mode`: auto (memory if it fits under
+    `limit_mb`, else disk in `folder`), memory, disk, off."""
+    paths = [str(p) for p in paths]
+    nbytes = len(paths) * size * size * 3
+    if mode == "auto":
+        mode = "memory" if nbytes <= limit_mb * 2**20 else "disk"
+    if mode == "disk":
+        return _disk(paths, size, Path(folder), workers)
+    array = np.empty((len(paths), size, size, 3), np.uint8) if mode == "memory" else None
+    bad = _decode(paths, size, array, workers)
+    return (CachedImages(paths, size, array) if array is not None else Images(paths, size)), bad
+
+
+def _decode(paths, size, array, workers):
+    """Decode every image in parallel (into `array` when given); the unreadable ones."""
+    def one(i):
+        try:
+            image = read_rgb(paths[i], size)
+        except BadImage as e:
+            return e.reason
+        if array is not None:
+            array[i] = image
+    with ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+        reasons = list(pool.map(one, range(len(paths))))
+    return {p: r for p, r in zip(paths, reasons) if r is not None}
+
+
+def _disk(paths, size, folder, workers):
+    """A memory-mapped .npy named by what it holds (the files, their sizes and dates, the side),
+    so a changed image makes a new one; built whole before it is used."""
+    stamp = hashlib.sha1(json.dumps([size] + [(p, *_stat(p)) for p in paths]).encode()).hexdigest()[:16]
+    data, index = folder / f"images-{size}-{stamp}.npy", folder / f"images-{size}-{stamp}.json"
+    if not (data.is_file() and index.is_file()):
+        with atomic_path(data) as tmp:
+            array = np.lib.format.open_memmap(tmp, "w+", np.uint8, (len(paths), size, size, 3))
+            bad = _decode(paths, size, array, workers)
+            array.flush()
+            del array
+        write_text(index, json.dumps(bad))
+    array = np.load(data, mmap_mode="r")
+    return CachedImages(paths, size, array), json.loads(index.read_text())
+
+
+def _stat(path):
+    try:
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        return None, None
