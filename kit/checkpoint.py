@@ -1,14 +1,18 @@
 """Resuming a fold killed mid-training (a time limit, a preempted machine).
 
-After every epoch, <run>/checkpoint/ holds the model with its optimizer state, the best weights
-so far, and the schedule's bookkeeping (state.json). Each file is written whole before
-state.json names it, so a kill at any moment leaves a consistent checkpoint. Run the fold again
-and it goes on from its last finished epoch; once the fold is finished the checkpoint is removed.
+After every epoch, <run>/checkpoint/ gets the model's weights with its optimizer state and the
+schedule's bookkeeping (state.json). The epoch's arrays are copied at once; writing them to disk
+happens beside training, in a thread, in this order: the arrays (epoch<k>.npy: .npy records one
+after another, no zip and no checksum to compute, written whole), then state.json naming them,
+then history.csv. A kill at any moment leaves a consistent
+checkpoint. Run the fold again and it goes on from its last saved epoch; once the fold is
+finished the checkpoint is removed.
 """
 import dataclasses
 import json
 import math
 import shutil
+import threading
 
 import keras
 import numpy as np
@@ -28,7 +32,7 @@ class RunState:
     stopped: bool = False  # the phase ended early (patience, or a NaN loss)
     rows: list = dataclasses.field(default_factory=list)  # history.csv
     model_file: str = ""  # checkpoint file of the model and optimizer after `epoch`
-    best_file: str = ""  # checkpoint file of the weights with the `best` val_loss
+    best_file: str = ""  # checkpoint file holding the weights with the `best` val_loss
 
     def start_phase(self, index):
         self.phase, self.phase_start, self.phase_best, self.wait = index, self.epoch, math.inf, 0
@@ -39,57 +43,82 @@ class RunState:
 
 
 class Checkpoint:
-    def __init__(self, folder):
-        self.folder = folder
+    def __init__(self, folder, history_path=None):
+        self.folder, self.history_path = folder, history_path
+        self._writing = None
 
     def load(self):
         path = self.folder / "state.json"
         return RunState(**json.loads(path.read_text())) if path.is_file() else None
 
-    def save(self, state, model, best_weights):
+    def save(self, state, model, best):
+        """Copy the model's weights and optimizer state now; write them beside training.
+        `best`: these are the best weights so far."""
+        weights = model.get_weights()  # copies
+        optimizer = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]
+        self.wait()  # one write at a time, in epoch order
+        stale = {state.model_file, state.best_file}
+        state.model_file = f"epoch{state.epoch}.npy"
+        if best:
+            state.best_file = state.model_file
+        stale -= {state.model_file, state.best_file}
+        snapshot = json.dumps(dataclasses.asdict(state))
+        self._writing = threading.Thread(target=self._write, args=(weights, optimizer, snapshot, stale))
+        self._writing.start()
+
+    def _write(self, weights, optimizer, snapshot, stale):
         self.folder.mkdir(parents=True, exist_ok=True)
-        stale = []
-        name = f"epoch{state.epoch}.weights.h5"
-        with atomic_path(self.folder / name) as tmp:
-            model.save_weights(tmp)  # with the optimizer's variables
-        stale.append(state.model_file)
-        state.model_file = name
-        if best_weights is not None:
-            best = f"best{state.epoch}.npz"
-            with atomic_path(self.folder / best) as tmp:
-                np.savez(tmp, *best_weights)
-            stale.append(state.best_file)
-            state.best_file = best
-        write_text(self.folder / "state.json", json.dumps(dataclasses.asdict(state)))
-        for old in stale:
-            if old and old not in (state.model_file, state.best_file):
-                (self.folder / old).unlink(missing_ok=True)
+        state = json.loads(snapshot)
+        with atomic_path(self.folder / state["model_file"]) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.array([len(weights), len(optimizer)]))
+            for array in (*weights, *optimizer):
+                np.save(f, array)
+        write_text(self.folder / "state.json", snapshot)
+        if self.history_path:  # after: history.csv never shows an epoch that was not saved
+            write_csv(self.history_path, pd.DataFrame(state["rows"]))
+        for old in filter(None, stale):
+            (self.folder / old).unlink(missing_ok=True)
+
+    def wait(self):
+        if self._writing is not None:
+            self._writing.join()
+            self._writing = None
 
     def restore(self, model, state):
         """Weights and optimizer state as they were after `state.epoch` (model compiled)."""
+        self.wait()
         model.optimizer.build(model.trainable_variables)
-        model.load_weights(self.folder / state.model_file)
+        weights, optimizer = _read(self.folder / state.model_file)
+        model.set_weights(weights)
+        for variable, value in zip(model.optimizer.variables, optimizer):
+            variable.assign(value)
 
     def best_weights(self, state):
-        if not state.best_file:
-            return None
-        with np.load(self.folder / state.best_file) as saved:
-            return [saved[f"arr_{k}"] for k in range(len(saved.files))]
+        self.wait()
+        return _read(self.folder / state.best_file, optimizer=False)[0] if state.best_file else None
 
     def clear(self):
+        self.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-class Tracker(keras.callbacks.Callback):
-    """After every epoch of a phase: a history.csv line, the schedule's best weights, early
-    stopping on val_loss, and a checkpoint of `full` (the model being fit may be its head
-    alone). Keras' EarlyStopping resets its counters when fit begins, so it cannot resume; this
-    keeps them in the RunState."""
+def _read(path, optimizer=True):
+    """(model weights, optimizer variables) from a checkpoint file."""
+    with open(path, "rb") as f:
+        n_weights, n_optimizer = np.load(f)
+        weights = [np.load(f) for _ in range(n_weights)]
+        return weights, [np.load(f) for _ in range(n_optimizer)] if optimizer else []
 
-    def __init__(self, state, phase, checkpoint, history_path, full):
+
+class Tracker(keras.callbacks.Callback):
+    """After every epoch of a phase: a history line, the schedule's best weights, early stopping
+    on val_loss, and a checkpoint of `full` (the model being fit may be its head alone). Keras'
+    EarlyStopping resets its counters when fit begins, so it cannot resume; this keeps them in
+    the RunState."""
+
+    def __init__(self, state, phase, checkpoint, full):
         super().__init__()
-        self.state, self.phase, self.checkpoint, self.history_path = state, phase, checkpoint, history_path
-        self.full = full
+        self.state, self.phase, self.checkpoint, self.full = state, phase, checkpoint, full
 
     def on_epoch_end(self, epoch, logs=None):
         s = self.state
@@ -98,8 +127,8 @@ class Tracker(keras.callbacks.Callback):
                        "metric": logs["accuracy"], "val_loss": logs["val_loss"],
                        "val_metric": logs["val_accuracy"]})
         val_loss = logs["val_loss"]
-        best = self.full.get_weights() if val_loss < s.best else None  # False for NaN
-        if best is not None:
+        best = val_loss < s.best  # False for NaN
+        if best:
             s.best = val_loss
         if val_loss < s.phase_best:
             s.phase_best, s.wait = val_loss, 0
@@ -110,4 +139,3 @@ class Tracker(keras.callbacks.Callback):
         if diverged or (self.phase.patience and s.wait >= self.phase.patience):
             s.stopped = self.model.stop_training = True
         self.checkpoint.save(s, self.full, best)
-        write_csv(self.history_path, pd.DataFrame(s.rows))  # after: it never shows an unsaved epoch

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import keras
 import pandas as pd
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config  # disable_op_determinism is not public
 
 from kit import KitError
 from kit.augment import Augmenter, serialized
@@ -29,7 +30,7 @@ from kit.data import load_data
 from kit.features import feature_stream, fold_features, head_of
 from kit.files import atomic_path, run_finished, write_csv, write_text
 from kit.folds import load_folds
-from kit.inputs import eval_batches, train_stream
+from kit.inputs import eval_batches, on_device, train_stream
 from kit.kernel import resolve_weights
 from kit.model import build_model, compile_model, set_trainable, setup_device, trainable_layers
 from kit.predict import SKIPPED, split, write_predictions
@@ -43,7 +44,7 @@ def run_fold(spec, backbone, fold, force=False):
         print(f"{out} is finished: force=1 trains it again", flush=True)
         return out
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint = Checkpoint(out / "checkpoint")
+    checkpoint = Checkpoint(out / "checkpoint", out / "history.csv")
     if force:
         checkpoint.clear()
     state = checkpoint.load()
@@ -84,12 +85,14 @@ def run_fold(spec, backbone, fold, force=False):
                 features = None  # the base trains: its outputs change
                 train, steps = train_stream(f.images, f.train_idx, y_train, augment, spec.seed, epochs, batch,
                                             limit, workers)
+                if device.accelerator == "gpu" and device.strategy.num_replicas_in_sync == 1:
+                    train = on_device(train, tf.config.list_logical_devices("GPU")[0].name)
                 val = eval_batches(f.images, f.val_idx, batch, f.y[f.val_idx], workers)
             opened = sum(layer.trainable for layer in base.layers)
             how = ", head on cached features" if cached else ""
             log(f"phase {phase.name}: base trainable {phase.trainable} ({opened} of {len(base.layers)} "
                 f"layers{how}), lr {phase.lr:g}, up to {phase.epochs} epochs")
-            callbacks = [Tracker(state, phase, checkpoint, out / "history.csv", model),
+            callbacks = [Tracker(state, phase, checkpoint, model),
                          *_phase_callbacks(phase, state.phase_start)]
             trainer.fit(train, steps_per_epoch=steps, validation_data=val, validation_batch_size=batch,
                         initial_epoch=epochs[0], epochs=epochs[1], shuffle=False, callbacks=callbacks,
@@ -145,11 +148,15 @@ def _prepare(spec, backbone, fold, size, out, log):
 
 def _build(spec, backbone, entry, size, n_classes, log):
     """(model, base, device): seeded, on the devices the spec asks for, in their precision."""
-    # Same seed, same folds, same predictions: seeded, and deterministic ops on the CPU.
+    # Same seed, same folds, same predictions: seeded, and deterministic ops on the CPU. Keras
+    # quietly drops XLA while determinism is on, so asking for XLA trades determinism away.
     keras.utils.set_random_seed(spec.seed)
     device = setup_device(spec.strategy, spec.mixed_precision, spec.jit_compile)
-    if device.accelerator == "cpu":
+    deterministic = device.accelerator == "cpu" and not device.jit_compile
+    if deterministic:
         tf.config.experimental.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()  # the process may have turned it on for an earlier run
     weights = resolve_weights(spec.weights, entry)
     if weights != spec.weights:
         log(f"weights: {weights} (ImageNet, attached)")
@@ -162,8 +169,10 @@ def _build(spec, backbone, entry, size, n_classes, log):
         keras.config.set_dtype_policy(previous_policy)
     for phase in spec.schedule:  # a top:K beyond the backbone's blocks fails now, not hours in
         trainable_layers(base, entry.blocks, phase.trainable)
-    log(f"device: {device.accelerator}, {device.strategy.num_replicas_in_sync} replica(s) "
-        f"({type(device.strategy).__name__}), {device.policy}, XLA {'on' if device.jit_compile else 'off'}")
+    replicas = device.strategy.num_replicas_in_sync
+    log(f"device: {device.accelerator}, {replicas} replica(s) ({type(device.strategy).__name__}), "
+        f"batch {spec.batch_size} per device ({spec.batch_size * replicas} in all), {device.policy}, "
+        f"XLA {'on' if device.jit_compile else 'off'}, deterministic ops {'on' if deterministic else 'off'}")
     return model, base, device
 
 

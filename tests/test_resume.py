@@ -24,16 +24,18 @@ def test_a_checkpoint_restores_weights_and_optimizer_state(tmp_path):
     compile_model(model, "binary", 1e-3, False)
     model.fit(x, y, epochs=2, verbose=0)
     checkpoint, state = Checkpoint(tmp_path / "checkpoint"), RunState(epoch=2)
-    checkpoint.save(state, model, model.get_weights())
+    checkpoint.save(state, model, best=True)
+    checkpoint.wait()
     again, _ = build_model("vgg16", "binary", 2, 32, None, 0.0)
     compile_model(again, "binary", 1e-3, False)
     loaded = checkpoint.load()
     checkpoint.restore(again, loaded)
-    assert loaded.model_file == "epoch2.weights.h5" and int(again.optimizer.iterations) == 2
+    assert loaded.model_file == loaded.best_file == "epoch2.npy" and int(again.optimizer.iterations) == 2
     for a, b in zip(model.optimizer.variables + model.weights, again.optimizer.variables + again.weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
-    assert [p.name for p in sorted((tmp_path / "checkpoint").iterdir())] == [
-        "best2.npz", "epoch2.weights.h5", "state.json"]
+    assert [p.name for p in sorted((tmp_path / "checkpoint").iterdir())] == ["epoch2.npy", "state.json"]
+    for a, b in zip(checkpoint.best_weights(loaded), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 def _train(root, spec):

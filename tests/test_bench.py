@@ -1,0 +1,21 @@
+"""`make bench` runs end to end (tiny sizes here: its numbers are only meaningful at full size)."""
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from conftest import ROOT
+
+
+@pytest.mark.slow
+def test_quick_bench_measures_everything_and_saves_a_table(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "kit", "bench", "quick=1"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "runs" / "bench" / "bench.csv")
+    assert {"pipeline: kit / loop", "training epoch: kit / raw", "head phase: speed-up",
+            "prediction with 5 TTA views", "scaling: peak memory 16x / 1x",
+            "scaling: time, largest gap to a straight line"} <= set(table["measure"])
+    assert (table["value"] > 0).all() and set(table["pass"].dropna()) <= {"yes", "NO"}
+    assert "pipeline: kit / loop" in result.stdout
