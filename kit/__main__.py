@@ -3,6 +3,7 @@
 Every key that is not one of the command's own (competition, fold, backbone, force, ...) overrides
 the competition spec: `python -m kit train fold=0 backbone=xception epochs_head=3`.
 """
+import errno
 import json
 import os
 import sys
@@ -289,6 +290,12 @@ def main(argv=None):
     except KitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: no space left on the disk ({e.filename or 'writing'}): free some and run the same "
+              "command again (finished folds, epochs and predictions are kept)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: finished folds and predictions are kept", file=sys.stderr)
         return 130

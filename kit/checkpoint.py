@@ -45,7 +45,7 @@ class RunState:
 class Checkpoint:
     def __init__(self, folder, history_path=None):
         self.folder, self.history_path = folder, history_path
-        self._writing = None
+        self._writing, self._failed = None, None
 
     def load(self):
         path = self.folder / "state.json"
@@ -66,7 +66,13 @@ class Checkpoint:
         self._writing = threading.Thread(target=self._write, args=(weights, optimizer, snapshot, stale))
         self._writing.start()
 
-    def _write(self, weights, optimizer, snapshot, stale):
+    def _write(self, *args):
+        try:
+            self._write_files(*args)
+        except OSError as error:  # a full disk: raised in training's thread, at the next wait()
+            self._failed = error
+
+    def _write_files(self, weights, optimizer, snapshot, stale):
         self.folder.mkdir(parents=True, exist_ok=True)
         state = json.loads(snapshot)
         with atomic_path(self.folder / state["model_file"]) as tmp, open(tmp, "wb") as f:
@@ -83,6 +89,9 @@ class Checkpoint:
         if self._writing is not None:
             self._writing.join()
             self._writing = None
+        if self._failed:
+            error, self._failed = self._failed, None
+            raise error
 
     def restore(self, model, state):
         """Weights and optimizer state as they were after `state.epoch` (model compiled)."""

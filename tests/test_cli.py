@@ -54,3 +54,25 @@ def test_make_passes_command_line_variables_as_overrides(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "epochs: 3" in result.stdout and "lr: 2.0e-05" in result.stdout
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_finished_epochs(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from kit.__main__ import main
+    from kit.checkpoint import Checkpoint
+
+    write_competition(tmp_path / "data")
+    real_write, written = Checkpoint._write_files, []
+
+    def fill_up(self, *args):
+        if written:  # the disk fills up after the first epoch is saved
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.folder / "epoch2.npy"))
+        written.append(real_write(self, *args))
+    monkeypatch.setattr(Checkpoint, "_write_files", fill_up)
+    code = main(["train", f"competition={spec_file(tmp_path)}", "backbone=vgg16"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith("error: no space left on the disk (") and "epoch2.npy" in err
+    assert len(err.splitlines()) == 1
+    run = next((tmp_path / "runs").glob("*/vgg16/fold0"))
+    assert (run / "checkpoint" / "epoch1.npy").is_file() and len((run / "history.csv").read_text().splitlines()) == 2

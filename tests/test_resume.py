@@ -8,6 +8,7 @@ import time
 import keras
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import ROOT, spec_file, write_competition
 
 from kit.checkpoint import Checkpoint, RunState
@@ -78,3 +79,14 @@ def test_killed_twice_it_resumes_and_ends_with_the_epochs_of_an_uninterrupted_ru
     result = _train(tmp_path, uninterrupted)
     assert result.wait(timeout=600) == 0
     assert len(pd.read_csv(tmp_path / "again" / "runs" / "tiny" / "vgg16" / "fold0" / "history.csv")) == len(history)
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_training(tmp_path):
+    model, _ = build_model("vgg16", "binary", 2, 32, None, 0.0)
+    compile_model(model, "binary", 1e-3, False)
+    (tmp_path / "checkpoint").write_text("a file where the folder should be")
+    checkpoint = Checkpoint(tmp_path / "checkpoint")
+    checkpoint.save(RunState(epoch=1), model, best=True)  # the write fails in its thread ...
+    with pytest.raises(OSError):
+        checkpoint.wait()  # ... and training hears of it at its next step
+    checkpoint.wait()  # once
