@@ -5,7 +5,6 @@ copies) and the head trains on it, far faster than end to end.
 The head model shares its layers with the full model, so training it trains the full model's
 head; it also shares the full model's optimizer, so checkpoints and resuming work unchanged.
 """
-import functools
 import math
 import os
 import tempfile
@@ -67,13 +66,9 @@ def feature_stream(features, y, seed, epochs, batch_size, limit=0, workers=0):
     if limit:
         steps = min(steps, limit)
 
-    @functools.lru_cache(maxsize=4)
-    def order(epoch):
-        return epoch_order(seed, epoch, n)
-
     def load(key):
         epoch, step = (int(k) for k in key)
-        chosen = order(epoch)[step * batch_size:(step + 1) * batch_size]
+        chosen = epoch_order(seed, epoch, n)[step * batch_size:(step + 1) * batch_size]
         return np.asarray(features[epoch % n_views][chosen], np.float32), y[chosen]
 
     ds = _batches(load, epoch_keys(epochs, steps), (channels,), tf.float32, np.asarray(y), workers)

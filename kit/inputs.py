@@ -30,9 +30,12 @@ def epoch_keys(epochs, steps):
     return np.array([(e, s) for e in range(*epochs) for s in range(steps)], np.int64).reshape(-1, 2)
 
 
+@functools.lru_cache(maxsize=8)  # asked once per batch; batches of two epochs may be in flight
 def epoch_order(seed, epoch, n):
-    """The order of epoch `epoch`: a function of (seed, epoch) only."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
+    """The order of epoch `epoch`: a function of (seed, epoch) only (read-only: it is shared)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    order.flags.writeable = False
+    return order
 
 
 def train_stream(images, indices, y, augment, seed, epochs, batch_size, limit=0, workers=0):
@@ -45,13 +48,9 @@ def train_stream(images, indices, y, augment, seed, epochs, batch_size, limit=0,
     if limit:
         steps = min(steps, limit)
 
-    @functools.lru_cache(maxsize=4)  # an epoch's order, once (batches of two epochs may overlap)
-    def order(epoch):
-        return epoch_order(seed, epoch, len(indices))
-
     def load(key):
         epoch, step = (int(k) for k in key)
-        chosen = order(epoch)[step * batch_size:(step + 1) * batch_size]
+        chosen = epoch_order(seed, epoch, len(indices))[step * batch_size:(step + 1) * batch_size]
         batch = [images[indices[k]] for k in chosen]
         if augment:
             batch = [augment(image, seed, epoch, int(indices[k])) for image, k in zip(batch, chosen)]

@@ -1,4 +1,5 @@
 """Decoded images kept (memory or disk), and head phases trained on cached base features."""
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -79,3 +80,26 @@ def test_a_head_phase_on_cached_features_matches_the_end_to_end_one(tiny, tmp_pa
     (h1, o1), (h2, o2) = runs[True], runs[False]
     np.testing.assert_allclose(h1[["loss", "val_loss"]], h2[["loss", "val_loss"]], rtol=1e-4)
     np.testing.assert_allclose(o1[["a", "b"]], o2[["a", "b"]], atol=1e-4)
+
+
+@pytest.mark.parametrize("limit_mb", [64, 0])  # in memory, and in a temporary file
+def test_feature_copies_are_augmented_views_of_the_training_images(photos, limit_mb):
+    from types import SimpleNamespace
+
+    from kit.augment import Augmenter, serialized
+    from kit.config import Spec
+    from kit.features import fold_features
+    from kit.model import build_model
+
+    images, _ = load_images(photos[:5], 32, "memory")
+    model, _ = build_model("vgg16", "binary", 2, 32, None, 0.0)
+    fold = SimpleNamespace(images=images, train_idx=np.arange(4), val_idx=np.array([4]))
+    spec = Spec("t", feature_copies=2, cache_mb=limit_mb, augment=[{"HorizontalFlip": {"p": 1.0}},
+                                                                    {"RandomBrightnessContrast": {"p": 1.0}}])
+    train, val = fold_features(spec, model, fold, Augmenter(serialized(spec.augment)), 2)
+    pooled = keras.Model(model.inputs, model.get_layer("pool").output)
+    plain = np.asarray(pooled.predict(np.stack([images[i] for i in range(5)]), verbose=0))
+    assert train.shape == (3, 4, plain.shape[1]) and val.shape == (1, plain.shape[1])
+    np.testing.assert_allclose(train[0], plain[:4], rtol=1e-5, atol=1e-6)  # copy 0: the images as they are
+    np.testing.assert_allclose(val, plain[4:], rtol=1e-5, atol=1e-6)  # validation is never augmented
+    assert not np.allclose(train[1], train[0]) and not np.allclose(train[2], train[1])
