@@ -1,4 +1,5 @@
 """A fold killed mid-training resumes from its last finished epoch, optimizer state and all."""
+import json
 import os
 import signal
 import subprocess
@@ -45,12 +46,14 @@ def _train(root, spec):
                             cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _kill_after(process, history, rows):
+def _kill_after(process, run, rows):
+    """Kill the run once its history shows `rows` epochs; what it left: (history, checkpoint state).
+    The checkpoint may be an epoch ahead of history.csv, written after it."""
     while process.poll() is None:
-        if history.is_file() and len(pd.read_csv(history)) >= rows:
+        if (run / "history.csv").is_file() and len(pd.read_csv(run / "history.csv")) >= rows:
             process.send_signal(signal.SIGKILL)
             process.wait()
-            return pd.read_csv(history)
+            return pd.read_csv(run / "history.csv"), json.loads((run / "checkpoint" / "state.json").read_text())
         time.sleep(0.05)
     raise AssertionError(f"the run ended before it was killed: {process.stderr.read()[-2000:]}")
 
@@ -59,7 +62,7 @@ def test_killed_twice_it_resumes_and_ends_with_the_epochs_of_an_uninterrupted_ru
     write_competition(tmp_path / "data")
     spec = spec_file(tmp_path, schedule=SCHEDULE, batch_size=4)
     run = tmp_path / "runs" / "tiny" / "vgg16" / "fold0"
-    seen = [_kill_after(_train(tmp_path, spec), run / "history.csv", rows) for rows in (2, 6)]
+    seen, states = zip(*[_kill_after(_train(tmp_path, spec), run, rows) for rows in (2, 6)])
     assert (run / "checkpoint" / "state.json").is_file() and not (run / "test.csv").exists()
     finished = _train(tmp_path, spec)
     out, err = finished.communicate(timeout=600)
@@ -71,8 +74,10 @@ def test_killed_twice_it_resumes_and_ends_with_the_epochs_of_an_uninterrupted_ru
         pd.testing.assert_frame_equal(history.iloc[:len(before)], before)
     log = (run / "log.txt").read_text()
     assert log.count("tiny / vgg16 / fold 0") == 3  # the log of all three attempts
-    assert f"resuming after epoch {len(seen[0])} (phase head)" in log
-    assert f"resuming after epoch {len(seen[1])} (phase {'finetune' if len(seen[1]) > 4 else 'head'})" in log
+    for before, state in zip(seen, states):
+        assert state["epoch"] in (len(before), len(before) + 1)
+        phase = SCHEDULE[state["phase"]]["name"]
+        assert f"resuming after epoch {state['epoch']} (phase {phase})" in log
     assert (run / "test.csv").is_file() and not (run / "checkpoint").exists()
     (tmp_path / "again").mkdir()
     uninterrupted = spec_file(tmp_path / "again", schedule=SCHEDULE, batch_size=4, data_dir=str(tmp_path / "data"))
