@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kit import KitError
 from kit.data import BadImage, read_rgb
 from kit.files import atomic_path, write_text
 
@@ -36,6 +37,20 @@ class CachedImages(Images):
 
     def __getitem__(self, i):
         return self.array[i]
+
+
+def competition_images(spec, data, size):
+    """(train images, test images, {path: reason} of the unreadable training images), kept as the
+    spec says. An unreadable test image is an error: a submission needs every row."""
+    cache = dict(mode=spec.image_cache, folder=spec.runs_path / "cache", limit_mb=spec.cache_mb,
+                 workers=spec.workers)
+    test, bad_test = load_images(data.test["path"], size, **cache)
+    if bad_test:
+        path, reason = next(iter(bad_test.items()))
+        raise KitError(f"{len(bad_test)} test images cannot be read (a submission needs every row), "
+                       f"e.g. {path}: {reason}")
+    train, bad = load_images(data.train["path"], size, **cache)
+    return train, test, bad
 
 
 def load_images(paths, size, mode="auto", folder=None, limit_mb=2048, workers=0):

@@ -34,10 +34,13 @@ def load_data(spec):
         raise KitError(f"no data folder {root}: run `make download competition={spec.slug}` "
                        f"or put the competition's files there")
     ids, labels, groups = _train_labels(spec, root)
+    _unique(ids, root / spec.train_csv if spec.layout == "csv" else root / spec.train_dir)
     classes, y = _encode(spec, labels)
     train_paths = _image_paths(root, spec.train_dir, ids, spec.image_ext, "train")
     train = pd.DataFrame({"id": ids, "path": train_paths})
     test_ids = _test_ids(spec, root)
+    from_sample = spec.test_ids == "sample_submission"
+    _unique(test_ids, root / (spec.sample_submission if from_sample else spec.test_dir))
     test = pd.DataFrame({"id": test_ids,
                          "path": _image_paths(root, spec.test_dir, test_ids, spec.image_ext, "test")})
     return Data(classes, train, y, groups, test)
@@ -51,6 +54,15 @@ def read_csv(path, what):
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise KitError(f"{path}: cannot read as CSV ({str(e).strip().splitlines()[0]})") from None
+
+
+def _unique(ids, where):
+    """Every prediction is keyed by its image's id: two rows of one id cannot both be kept."""
+    counts = pd.Series(ids).value_counts()
+    repeated = counts[counts > 1]
+    if len(repeated):
+        raise KitError(f"{where}: {len(repeated)} ids appear more than once, e.g. {repeated.index[0]!r} "
+                       f"({repeated.iloc[0]} times): ids must be unique")
 
 
 def _columns(frame, names, path):

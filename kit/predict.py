@@ -8,15 +8,14 @@ import pandas as pd
 
 from kit import KitError
 from kit.augment import Augmenter, serialized
-from kit.cache import Images
+from kit.cache import competition_images
 from kit.config import check_backbone, check_fold, image_size
-from kit.data import load_data, read_csv
+from kit.data import load_data
 from kit.files import write_csv
 from kit.folds import load_folds
 from kit.inputs import eval_batches
 from kit.metrics import spec_score
 
-SKIPPED = "skipped.csv"  # the unreadable training images a run left out
 TTA_EPOCH = 2**31  # augmented test-time copies use epochs from here: no training run gets there
 
 
@@ -73,11 +72,9 @@ def predict_fold(spec, backbone, fold):
 
     model = keras.saving.load_model(out / "model.keras")
     data = load_data(spec)
-    bad = set(read_csv(out / SKIPPED, "skipped list")["path"]) if (out / SKIPPED).is_file() else set()
+    train_images, test_images, bad = competition_images(spec, data, image_size(spec, entry))
     _, val_idx = split(data, load_folds(spec, data), fold, bad)
-    size = image_size(spec, entry)
-    images = SimpleNamespace(data=data, val_idx=val_idx, images=Images(data.train["path"], size),
-                             test_images=Images(data.test["path"], size))
+    images = SimpleNamespace(data=data, val_idx=val_idx, images=train_images, test_images=test_images)
     value = write_predictions(spec, model, images, spec.batch_size, Augmenter(serialized(spec.augment)), out)
     print(f"{out}: predicted with {len(views(spec, None))} view(s); fold {fold} {spec.metric}: {value:.5f}")
     return out

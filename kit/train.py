@@ -20,9 +20,8 @@ import pandas as pd
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # disable_op_determinism is not public
 
-from kit import KitError
 from kit.augment import Augmenter, serialized
-from kit.cache import load_images
+from kit.cache import competition_images
 from kit.checkpoint import Checkpoint, RunState, Tracker
 from kit.config import check_backbone, check_fold, dump, image_size
 from kit.curves import plot_curves
@@ -33,7 +32,9 @@ from kit.folds import load_folds
 from kit.inputs import eval_batches, on_device, train_stream
 from kit.kernel import resolve_weights
 from kit.model import build_model, compile_model, set_trainable, setup_device, trainable_layers
-from kit.predict import SKIPPED, split, write_predictions
+from kit.predict import split, write_predictions
+
+SKIPPED = "skipped.csv"  # the unreadable training images a run left out
 
 
 def run_fold(spec, backbone, fold, force=False):
@@ -124,14 +125,7 @@ def _prepare(spec, backbone, fold, size, out, log):
     fold_of = load_folds(spec, data)
     log(f"{spec.slug} / {backbone} / fold {fold}: {size}px, {len(data.train)} train images, "
         f"{len(data.test)} test images, classes: {', '.join(data.classes[:10])}")
-    cache = dict(mode=spec.image_cache, folder=spec.runs_path / "cache", limit_mb=spec.cache_mb,
-                 workers=spec.workers)
-    test_images, bad_test = load_images(data.test["path"], size, **cache)
-    if bad_test:
-        path, reason = next(iter(bad_test.items()))
-        raise KitError(f"{len(bad_test)} test images cannot be read (a submission needs every row), "
-                       f"e.g. {path}: {reason}")
-    images, bad = load_images(data.train["path"], size, **cache)
+    images, test_images, bad = competition_images(spec, data, size)
     (out / SKIPPED).unlink(missing_ok=True)
     if bad:
         write_csv(out / SKIPPED, pd.DataFrame({"path": list(bad), "reason": list(bad.values())}))

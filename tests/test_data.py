@@ -118,6 +118,10 @@ def test_multilabel_from_separated_tags_and_from_one_hot_columns(tmp_path):
     ({}, lambda r: (r / "sample_submission.csv").unlink(),
      "no sample submission (or set test_ids: folder) at"),
     ({}, lambda r: (r / "train.csv").write_bytes(b"\xff\xfe\x00bad"), "cannot read as CSV"),
+    ({}, lambda r: pd.DataFrame({"id": ["tr000", "tr001", "tr000"], "label": ["a", "b", "b"]})
+     .to_csv(r / "train.csv"), "train.csv: 1 ids appear more than once, e.g. 'tr000' (2 times)"),
+    ({"test_ids": "folder"}, lambda r: (r / "test" / "te001.png").rename(r / "test" / "te000.jpg"),
+     "test: 1 ids appear more than once, e.g. 'te000'"),
 ])
 def test_bad_data_is_one_clear_line(tmp_path, keys, edit, message):
     root = write_competition(tmp_path / "data")

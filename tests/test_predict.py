@@ -2,6 +2,7 @@
 import keras
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from kit.augment import Augmenter, serialized
@@ -54,3 +55,18 @@ def test_predict_again_with_tta_rewrites_only_the_predictions(tiny):
     assert before["id"].tolist() == after["id"].tolist()
     assert not np.allclose(before[["a", "b"]], after[["a", "b"]])
     assert (out / "model.keras").read_bytes() == model_bytes
+
+
+def test_predict_again_with_an_unreadable_test_image_names_it_and_keeps_the_predictions(tiny, tmp_path):
+    from kit import KitError
+    from kit.predict import predict_fold
+    from kit.train import run_fold
+
+    spec = tiny(image_cache="off", schedule=[{"name": "head", "trainable": "none", "epochs": 1, "lr": 1e-2,
+                                               "patience": 0}])
+    out = run_fold(spec, "vgg16", 0)
+    before = (out / "test.csv").read_bytes()
+    (tmp_path / "data" / "test" / "te003.png").write_bytes(b"\x89PNG truncated")
+    with pytest.raises(KitError, match="te003.png"):
+        predict_fold(spec, "vgg16", 0)
+    assert (out / "test.csv").read_bytes() == before
