@@ -20,6 +20,10 @@ import numpy as np
 
 from kit import KitError
 
+# Augmented copies outside training (test-time views, cached feature copies) draw their random
+# state as if in epochs no training run reaches: they never repeat a training epoch's draw.
+TTA_EPOCH, COPY_EPOCH = 2**31, 2**30
+
 
 def _transform(item):
     """One `Name: {params}` entry of the short form -> an albumentations transform."""
@@ -83,3 +87,9 @@ class Augmenter:
         if out.shape != image.shape:  # a crop or pad changed the size: back to the model's input
             out = cv2.resize(out, image.shape[1::-1], interpolation=cv2.INTER_AREA)
         return out
+
+
+def augmented_views(augment, seed, first_epoch, n):
+    """`n` views of an image by the training pipeline, view k seeded as epoch `first_epoch + k`:
+    `view(image, index)`, the same for an image whatever the order or thread."""
+    return [lambda image, i, k=k: augment(image, seed, first_epoch + k, i) for k in range(n)]

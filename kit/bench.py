@@ -67,7 +67,7 @@ class Timer(keras.callbacks.Callback):
 
 def bench_pipeline(paths, size, augment):
     from kit.cache import Images, load_images
-    from kit.data import read_rgb
+    from kit.decode import read_rgb
     from kit.inputs import train_stream
 
     def loop():
@@ -108,59 +108,61 @@ def _model(size, trainable):
     return model
 
 
-def bench_overhead(images, y, augment, batch, rounds=3):
-    """Epochs of raw fit on arrays, of the kit (its stream, callbacks and checkpoints) on the
-    same images, and of the kit with the default augmentation, in turns (a drift in the
-    machine's speed hits all alike): the fastest of each, after an untimed first (tracing).
-    All validate on the same images."""
-    from kit.checkpoint import Checkpoint, RunState, Tracker
+def bench_overhead(fold, augment, batch, rounds=3):
+    """Epochs of raw fit on arrays, of the kit (its stream, validation, callbacks and
+    checkpoints) on the same images, and of the kit with the default augmentation, in turns (a
+    drift in the machine's speed hits all alike): the fastest of each, after an untimed first
+    (tracing). All validate on the same images."""
+    from kit.callbacks import Tracker, Validation, history_columns
+    from kit.checkpoint import Checkpoint, RunState
     from kit.config import Phase
     from kit.inputs import eval_batches, train_stream
+    from kit.metrics import score
+    from kit.runs import Run
 
-    n = len(images)
-    train, val = np.arange(n - n // 4), np.arange(n - n // 4, n)
-    x = np.stack([images[i] for i in range(n)])
-    validation = eval_batches(images, val, batch, y[val])
-    raw = (_model(images.size, "top:1"), Timer())
+    train, val, y = fold.train_idx, fold.val_idx, fold.y
+    x = np.stack([fold.images[i] for i in range(len(fold.images))])
+    validation = eval_batches(fold.images, val, batch)
+    raw = (_model(fold.size, "top:1"), Timer())
     kits = {}
     for name, how in (("kit", None), ("augmented", augment)):
-        model = _model(images.size, "top:1")
-        checkpoint = Checkpoint(ROOT / name / "checkpoint", ROOT / name / "history.csv")
-        kits[name] = (model, Timer(), how, checkpoint,
-                      Tracker(RunState(), Phase("bench", epochs=rounds + 1), checkpoint, model))
+        model = _model(fold.size, "top:1")
+        checkpoint = Checkpoint(Run(ROOT / name).checkpoint, Run(ROOT / name).history)
+        tracker = Tracker(RunState(), Phase("bench", epochs=rounds + 1), checkpoint, model,
+                          history_columns("binary", "log_loss"))
+        validate = Validation(validation, fold.data.y[val], batch, "binary", "log_loss",
+                              lambda y, p: score("log_loss", y, p))
+        kits[name] = (model, Timer(), how, checkpoint, [validate, tracker])
     for epoch in range(rounds + 1):
         raw[0].fit(x[train], y[train], batch_size=batch, epochs=1, validation_data=(x[val], y[val]),
                    verbose=0, callbacks=[raw[1]])
-        for model, timer, how, _, tracker in kits.values():
-            stream, steps = train_stream(images, train, y[train], how, 0, (epoch, epoch + 1), batch)
+        for model, timer, how, _, callbacks in kits.values():
+            stream, steps = train_stream(fold.images, train, y[train], how, 0, (epoch, epoch + 1), batch)
             model.fit(stream, steps_per_epoch=steps, initial_epoch=epoch, epochs=epoch + 1, shuffle=False,
-                      validation_data=validation, verbose=0, callbacks=[tracker, timer])
+                      verbose=0, callbacks=[*callbacks, timer])
     for kit in kits.values():
         kit[3].clear()
     return {"raw": min(raw[1].seconds[1:]), **{k: min(v[1].seconds[1:]) for k, v in kits.items()}}
 
 
-def bench_head(images, y, augment, batch, epochs, n):
-    """A head-only phase of `epochs` on the first n images: end to end (with augmentation) vs on
-    cached features (computed first, and counted)."""
-    from types import SimpleNamespace
-
+def bench_head(fold, augment, batch, epochs):
+    """A head-only phase of `epochs`: end to end (with augmentation) vs on cached features
+    (computed first, and counted)."""
     from kit.config import Spec
-    from kit.features import feature_stream, fold_features, head_of
-    from kit.inputs import eval_batches, train_stream
+    from kit.features import fold_features, head_of
+    from kit.inputs import eval_batches, feature_stream, train_stream
     from kit.model import compile_model
 
-    train, val = np.arange(n - n // 4), np.arange(n - n // 4, n)
-    model = _model(images.size, "none")
-    stream, steps = train_stream(images, train, y[train], augment, 0, (0, 1), batch)
+    train, val, y = fold.train_idx, fold.val_idx, fold.y
+    model = _model(fold.size, "none")
+    stream, steps = train_stream(fold.images, train, y[train], augment, 0, (0, 1), batch)
     model.fit(stream, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)  # tracing, untimed
     start = time.perf_counter()
-    stream, steps = train_stream(images, train, y[train], augment, 0, (0, epochs), batch)
+    stream, steps = train_stream(fold.images, train, y[train], augment, 0, (0, epochs), batch)
     model.fit(stream, steps_per_epoch=steps, epochs=epochs, verbose=0, shuffle=False,
-              validation_data=eval_batches(images, val, batch, y[val]))
+              validation_data=eval_batches(fold.images, val, batch, y[val]))
     end_to_end = time.perf_counter() - start
     start = time.perf_counter()
-    fold = SimpleNamespace(images=images, train_idx=train, val_idx=val)
     features, val_features = fold_features(Spec("bench"), model, fold, augment, batch)
     head = head_of(model)
     compile_model(head, "binary", 1e-3, False)
@@ -170,24 +172,22 @@ def bench_head(images, y, augment, batch, epochs, n):
     return end_to_end, time.perf_counter() - start
 
 
-def bench_tta(images, augment, batch, n):
+def bench_tta(fold, augment, batch):
     from kit.config import Spec
     from kit.predict import predict, views
 
-    model = _model(images.size, "none")
+    model = _model(fold.size, "none")
     seen = views(Spec("bench", tta=["hflip", "vflip"], tta_augment=2), augment)
-    predict(model, images, np.arange(batch), batch, seen[:1])  # tracing
+    every = np.arange(len(fold.images))
+    predict(model, fold.images, every[:batch], batch, seen[:1])  # tracing
     start = time.perf_counter()
-    predict(model, images, np.arange(n), batch, seen)
-    return n / (time.perf_counter() - start), len(seen)
+    predict(model, fold.images, every, batch, seen)
+    return len(every) / (time.perf_counter() - start), len(seen)
 
 
-def scale_run(n, folder):
-    """One fold on the first n photos, streaming from disk (no caches): prints seconds and peak
-    memory as JSON. Run in a fresh process by bench_scaling."""
-    from kit.config import load_spec
-    from kit.train import run_fold
-
+def competition(folder, n, **keys):
+    """The spec of a two-class competition of the first n photos (and 32 test photos), made
+    once under `folder`, with the spec `keys` (a random-init binary task by default)."""
     folder = Path(folder)
     data = folder / f"data-{n}"
     if not data.is_dir():
@@ -201,12 +201,22 @@ def scale_run(n, folder):
         train.to_csv(data / "train.csv", index=False)
         sample = pd.DataFrame({"id": names[n:], "a": 0.5, "b": 0.5})
         sample.to_csv(data / "sample_submission.csv", index=False)
-    write_text(folder / f"scale-{n}.yaml", yaml.safe_dump({
-        "slug": "scale", "data_dir": str(data), "runs_dir": str(folder / f"runs-{n}"), "task": "binary",
-        "metric": "log_loss", "weights": None, "image_size": 64, "batch_size": 32, "n_folds": 2,
-        "augment": [], "image_cache": "off", "feature_cache": False,  # stream from disk
-        "schedule": [{"name": "ft", "trainable": "top:1", "epochs": 1, "lr": 1e-4, "patience": 0}]}))
-    spec = load_spec(str(folder / f"scale-{n}.yaml"))
+    spec = {"slug": "bench", "data_dir": str(data), "runs_dir": str(folder / f"runs-{n}"), "task": "binary",
+            "metric": "log_loss", "weights": None, **keys}
+    write_text(folder / f"bench-{n}.yaml", yaml.safe_dump(spec))
+    from kit.config import load_spec
+
+    return load_spec(str(folder / f"bench-{n}.yaml"))
+
+
+def scale_run(n, folder):
+    """One fold on the first n photos, streaming from disk (no caches): prints seconds and peak
+    memory as JSON. Run in a fresh process by bench_scaling."""
+    from kit.train import run_fold
+
+    phase = {"name": "ft", "trainable": "top:1", "epochs": 1, "lr": 1e-4, "patience": 0}
+    spec = competition(folder, n, image_size=64, batch_size=32, n_folds=2, augment=[], schedule=[phase],
+                       image_cache="off", feature_cache=False)  # stream from disk
     sampler = _RssSampler()
     start = time.perf_counter()
     run_fold(spec, "vgg16", 0, force=True)
@@ -259,7 +269,6 @@ def bench_scaling(base, scales=(1, 4, 16), times=3):
 def run(quick=False):
     """Every measurement, printed and saved; quick=True is a smoke run with tiny sizes."""
     from kit.augment import Augmenter, serialized
-    from kit.cache import load_images
     from kit.config import Spec
 
     keras.utils.set_random_seed(0)
@@ -279,9 +288,12 @@ def run(quick=False):
     row("pipeline: kit without cache / loop", rates["no cache"] / rates["loop"], "x")
     row("pipeline: kit as it trains (decoded once)", rates["kit"], "images/s")
     row("pipeline: kit / loop", rates["kit"] / rates["loop"], "x", ">= 2", rates["kit"] / rates["loop"] >= 2)
-    images, _ = load_images(paths, size, "memory")
-    y = (np.arange(n) % 2).astype(np.float32).reshape(-1, 1)
-    epoch = bench_overhead(images, y, augment, batch, 1 if quick else 3)
+    from kit.folds import load_fold
+
+    def fold_of(n):
+        return load_fold(competition(ROOT / "fold", n, image_size=size, n_folds=4, image_cache="memory"),
+                         "resnet50", 0)
+    epoch = bench_overhead(fold_of(n), augment, batch, 1 if quick else 3)
     row("training epoch: raw model.fit on arrays", epoch["raw"], "s")
     row("training epoch: kit, same images", epoch["kit"], "s")
     overhead = epoch["kit"] / epoch["raw"]
@@ -289,11 +301,12 @@ def run(quick=False):
     row("training epoch: kit with default augmentation", epoch["augmented"], "s")
     row("training epoch: augmented kit / raw", epoch["augmented"] / epoch["raw"], "x")
     head_epochs = 2 if quick else Spec("bench").schedule[0].epochs
-    end_to_end, cached = bench_head(images, y, augment, batch, head_epochs, min(n, 256))
+    small = fold_of(min(n, 256))
+    end_to_end, cached = bench_head(small, augment, batch, head_epochs)
     row("head phase: end to end", end_to_end, "s")
     row("head phase: cached features (incl. extraction)", cached, "s")
     row("head phase: speed-up", end_to_end / cached, "x", ">= 5", end_to_end / cached >= 5)
-    rate, n_views = bench_tta(images, augment, batch, min(n, 256))
+    rate, n_views = bench_tta(small, augment, batch)
     row(f"prediction with {n_views} TTA views", rate, "images/s")
     scaled = bench_scaling(base, times=1 if quick else 3)
     for r in scaled:

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from kit import KitError
-from kit.data import BadImage, read_rgb
+from kit.decode import BadImage, read_rgb
 from kit.files import atomic_path, write_text
+from kit.runs import cache_dir
 
 
 class Images:
@@ -42,7 +43,7 @@ class CachedImages(Images):
 def competition_images(spec, data, size):
     """(train images, test images, {path: reason} of the unreadable training images), kept as the
     spec says. An unreadable test image is an error: a submission needs every row."""
-    cache = dict(mode=spec.image_cache, folder=spec.runs_path / "cache", limit_mb=spec.cache_mb,
+    cache = dict(mode=spec.image_cache, folder=cache_dir(spec), limit_mb=spec.cache_mb,
                  workers=spec.workers)
     test, bad_test = load_images(data.test["path"], size, **cache)
     if bad_test:

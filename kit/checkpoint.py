@@ -1,4 +1,5 @@
-"""Resuming a fold killed mid-training (a time limit, a preempted machine).
+"""Resuming a fold killed mid-training (a time limit, a preempted machine): the schedule's
+bookkeeping (RunState) and the checkpoint it is saved in.
 
 After every epoch, <run>/checkpoint/ gets the model's weights with its optimizer state and the
 schedule's bookkeeping (state.json). The epoch's arrays are copied at once; writing them to disk
@@ -117,34 +118,3 @@ def _read(path, optimizer=True):
         n_weights, n_optimizer = np.load(f)
         weights = [np.load(f) for _ in range(n_weights)]
         return weights, [np.load(f) for _ in range(n_optimizer)] if optimizer else []
-
-
-class Tracker(keras.callbacks.Callback):
-    """After every epoch of a phase: a history line, the schedule's best weights, early stopping
-    on val_loss, and a checkpoint of `full` (the model being fit may be its head alone). Keras'
-    EarlyStopping resets its counters when fit begins, so it cannot resume; this keeps them in
-    the RunState."""
-
-    def __init__(self, state, phase, checkpoint, full):
-        super().__init__()
-        self.state, self.phase, self.checkpoint, self.full = state, phase, checkpoint, full
-
-    def on_epoch_end(self, epoch, logs=None):
-        s = self.state
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        s.rows.append({"epoch": epoch + 1, "phase": self.phase.name, "lr": lr, "loss": logs["loss"],
-                       "metric": logs["accuracy"], "val_loss": logs["val_loss"],
-                       "val_metric": logs["val_accuracy"]})
-        val_loss = logs["val_loss"]
-        best = val_loss < s.best  # False for NaN
-        if best:
-            s.best = val_loss
-        if val_loss < s.phase_best:
-            s.phase_best, s.wait = val_loss, 0
-        else:
-            s.wait += 1
-        s.epoch = epoch + 1
-        diverged = math.isnan(logs["loss"]) or math.isnan(val_loss)
-        if diverged or (self.phase.patience and s.wait >= self.phase.patience):
-            s.stopped = self.model.stop_training = True
-        self.checkpoint.save(s, self.full, best)

@@ -17,7 +17,9 @@ from pathlib import Path
 import yaml
 
 from kit import KitError
+from kit.augment import serialized
 from kit.backbones import BACKBONES
+from kit.env import kernel_paths
 from kit.metrics import METRICS
 
 SPEC_DIRS = (Path("competitions"), Path(__file__).resolve().parent.parent / "competitions")
@@ -110,10 +112,8 @@ class Spec:
 
     @property
     def runs_path(self):
+        """runs/<slug>: what is under it is kit/runs.py's."""
         return Path(self.runs_dir) / self.slug
-
-    def run_dir(self, backbone, fold):
-        return self.runs_path / backbone / f"fold{fold}"
 
 
 CHOICES = {
@@ -161,8 +161,6 @@ def load_spec(competition, overrides=None):
     for key, text in (overrides or {}).items():
         spec = override(spec, key, text)
     validate(spec)
-    from kit.kernel import kernel_paths
-
     return kernel_paths(spec)
 
 
@@ -283,8 +281,6 @@ def validate(spec):
     except re.error as e:
         raise KitError(f"label_regex: {spec.label_regex!r} is not a regular expression ({e})") from None
     _validate_schedule(spec.schedule)
-    from kit.augment import serialized
-
     serialized(spec.augment)
 
 

@@ -1,18 +1,17 @@
 """Competition data: train and test tables (id, image path, labels) for every layout a spec can
-describe, and image decoding to 3-channel 8-bit RGB whatever the file holds."""
+describe. Decoding the images is kit/decode.py's."""
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 
 from kit import KitError
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+from kit.decode import IMAGE_EXTS
+from kit.demo import generate
+from kit.files import read_csv
 
 
 @dataclass
@@ -27,8 +26,6 @@ class Data:
 def load_data(spec):
     root = spec.data_path
     if not root.is_dir() and spec.source == "synthetic":
-        from kit.demo import generate
-
         generate(root, spec.seed)
     if not root.is_dir():
         raise KitError(f"no data folder {root}: run `make download competition={spec.slug}` "
@@ -44,16 +41,6 @@ def load_data(spec):
     test = pd.DataFrame({"id": test_ids,
                          "path": _image_paths(root, spec.test_dir, test_ids, spec.image_ext, "test")})
     return Data(classes, train, y, groups, test)
-
-
-def read_csv(path, what):
-    """A CSV with every cell as text: ids like 0042 keep their zeros."""
-    if not path.is_file():
-        raise KitError(f"no {what} at {path}")
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise KitError(f"{path}: cannot read as CSV ({str(e).strip().splitlines()[0]})") from None
 
 
 def _unique(ids, where):
@@ -214,59 +201,3 @@ def _listing(directory):
     for n in sorted(images, key=lambda n: (IMAGE_EXTS.index(Path(n).suffix.lower()), n)):
         found.setdefault(Path(n).stem, n)
     return found
-
-
-class BadImage(Exception):
-    def __init__(self, path, reason):
-        super().__init__(f"{path}: {reason}")
-        self.path, self.reason = path, reason
-
-
-def read_rgb(path, size=None):
-    """Decode an image file to (H, W, 3) uint8 RGB, resized to size x size when given.
-
-    Grayscale, RGBA, palette, CMYK and 16-bit images are converted; a truncated or corrupt file
-    raises BadImage (Pillow refuses truncated JPEGs that OpenCV would silently half-decode).
-    """
-    try:
-        with Image.open(path) as im:
-            if size and im.format == "JPEG":
-                im.draft("RGB", (size, size))  # decode at a reduced scale, never below `size`
-            im.load()
-            arr = _pil_rgb8(im)
-    except UnidentifiedImageError:
-        arr = _cv2_rgb8(path)  # a format Pillow does not know
-    except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, ValueError, ...
-        raise BadImage(path, str(e) or type(e).__name__) from None
-    if size and arr.shape[:2] != (size, size):
-        arr = cv2.resize(arr, (size, size), interpolation=cv2.INTER_AREA)
-    return arr
-
-
-def _pil_rgb8(im):
-    if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit integer or float grayscale
-        return _gray8(np.asarray(im))
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    return np.asarray(im.convert("RGB"))
-
-
-def _gray8(a):
-    """Scale a deep single-channel array to 8 bits by its type's range, the same for every image."""
-    if np.issubdtype(a.dtype, np.floating):
-        a = a * 255 if a.max(initial=0) <= 1 else a
-    elif a.dtype != np.uint8:
-        a = a / 257  # 16-bit range (Pillow opens 16-bit files as I;16 or as 32-bit I)
-    a = np.clip(a, 0, 255).astype(np.uint8)
-    return np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a
-
-
-def _cv2_rgb8(path):
-    a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if a is None:
-        raise BadImage(path, "not an image file")
-    if a.ndim == 2:
-        return _gray8(a)
-    if a.dtype != np.uint8:
-        a = np.clip(a / 257 if np.issubdtype(a.dtype, np.integer) else a * 255, 0, 255).astype(np.uint8)
-    return cv2.cvtColor(a, cv2.COLOR_BGRA2RGB if a.shape[2] == 4 else cv2.COLOR_BGR2RGB)

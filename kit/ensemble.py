@@ -1,4 +1,5 @@
-"""Cross-validation and ensembling over whatever runs exist on disk.
+"""Cross-validation and ensembling over whatever runs exist on disk: the maths (kit/report.py
+prints the CV, kit/submission.py writes the ensemble's submission).
 
 A backbone's folds are combined first: its OOF predictions are its folds' validation predictions
 put together, its test predictions the mean over its folds. Backbones are then combined by
@@ -10,9 +11,8 @@ import numpy as np
 import pandas as pd
 
 from kit import KitError
-from kit.data import load_data, read_csv
-from kit.files import run_finished
 from kit.metrics import METRICS, spec_score
+from kit.runs import probabilities, run_of
 
 METHODS = ("mean", "rank", "weighted")
 
@@ -37,17 +37,16 @@ def load_members(spec, data):
     for backbone in spec.backbones:
         oofs, tests, scores = [], [], {}
         for fold in range(spec.n_folds):
-            out = spec.run_dir(backbone, fold)
-            if not run_finished(out):
+            run = run_of(spec, backbone, fold)
+            if not run.finished():
                 missing.append(f"{backbone}/fold{fold}")
                 continue
-            oof = read_csv(out / "oof.csv", "OOF predictions").set_index("id").astype(float)
-            test = read_csv(out / "test.csv", "test predictions").set_index("id").astype(float)
+            oof, test = run.predictions()
             unknown = oof.index.difference(labels.index)
             if len(unknown) or not test.index.equals(pd.Index(data.test["id"])):
-                raise KitError(f"{out} was trained on other data than data/{spec.slug} holds now "
+                raise KitError(f"{run.path} was trained on other data than data/{spec.slug} holds now "
                                f"(ids differ): train it again with force=1")
-            scores[fold] = spec_score(spec, data.y[labels[oof.index]], _array(spec, oof))
+            scores[fold] = spec_score(spec, data.y[labels[oof.index]], probabilities(spec.task, oof))
             oofs.append(oof)
             tests.append(test)
         if oofs:
@@ -66,11 +65,6 @@ def labels_of(data):
     return lambda ids: data.y[position[ids].to_numpy()]
 
 
-def _array(spec, frame):
-    values = frame.to_numpy(dtype=np.float64)
-    return values[:, 0] if spec.task == "binary" else values
-
-
 def combine(spec, members, y_of, method):
     """(oof, test, weights) of the ensemble: probabilities (ranks for `rank`) over the ids that
     every member predicted. `y_of` maps OOF ids to labels (for fitting weights)."""
@@ -79,8 +73,8 @@ def combine(spec, members, y_of, method):
     ids = members[0].oof.index
     for m in members[1:]:
         ids = ids.intersection(m.oof.index, sort=False)
-    oofs = [_array(spec, m.oof.loc[ids]) for m in members]
-    tests = [_array(spec, m.test) for m in members]
+    oofs = [probabilities(spec.task, m.oof.loc[ids]) for m in members]
+    tests = [probabilities(spec.task, m.test) for m in members]
     if method == "rank":
         if spec.metric != "roc_auc":
             raise KitError(f"rank averaging gives ranks, not probabilities: it fits roc_auc, "
@@ -128,7 +122,8 @@ def cross_validate(spec, data):
     for m in members:
         for fold in m.folds:
             rows.append((m.name, f"fold{fold}", m.fold_scores[fold], int((m.oof_fold == fold).sum())))
-        rows.append((m.name, "oof", spec_score(spec, y_of(m.oof.index), _array(spec, m.oof)), len(m.oof)))
+        oof = probabilities(spec.task, m.oof)
+        rows.append((m.name, "oof", spec_score(spec, y_of(m.oof.index), oof), len(m.oof)))
     weights = {}
     for method in usable_methods(spec, members):
         ids, oof, _, w = combine(spec, members, y_of, method)
@@ -142,28 +137,3 @@ def usable_methods(spec, members):
     """The ensemble methods worth reporting: rank only for a rank metric, weights with 2+ members."""
     return [m for m in METHODS if (m != "rank" or spec.metric == "roc_auc") and
             (m == "mean" or len(members) > 1)]
-
-
-def ensemble_submission(spec, method):
-    """Ensemble whatever runs are finished into submissions/<slug>-<time>-<method>.csv."""
-    from kit.submission import write
-
-    data = load_data(spec)
-    members, missing = load_members(spec, data)
-    y_of = labels_of(data)
-    ids, oof, test, weights = combine(spec, members, y_of, method)
-    cv = spec_score(spec, y_of(ids), oof)
-    runs = [f"{m.name}/fold{k}" for m in members for k in m.folds]
-    about = {"competition": spec.slug, "method": method, "metric": spec.metric, "cv": round(cv, 6),
-             "weights": {m.name: round(float(w), 4) for m, w in zip(members, weights)},
-             "runs": runs, "missing": missing}
-    sample = read_csv(spec.data_path / spec.sample_submission, "sample submission")
-    path = write(spec, sample, data.classes, data.test["id"].tolist(), test, method, about)
-    print(f"ensemble ({method}) of {len(runs)} runs: {', '.join(runs)}")
-    if missing:
-        print(f"not finished, left out: {', '.join(missing)}")
-    if method == "weighted":
-        print("weights: " + ", ".join(f"{k} {v:g}" for k, v in about["weights"].items()))
-    print(f"OOF {spec.metric}: {cv:.5f} on {len(ids)} images")
-    print(f"wrote {path}")
-    return path

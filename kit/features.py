@@ -1,6 +1,6 @@
 """Head-only phases on cached features. With the base frozen, an image's pooled base output never
 changes: it is computed once (for the images as they are, and for `feature_copies` augmented
-copies) and the head trains on it, far faster than end to end.
+copies) and the head trains on it, far faster than end to end (kit/inputs.feature_stream).
 
 The head model shares its layers with the full model, so training it trains the full model's
 head; it also shares the full model's optimizer, so checkpoints and resuming work unchanged.
@@ -11,11 +11,9 @@ import tempfile
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from kit.inputs import _batches, epoch_keys, epoch_order, eval_batches
-
-COPY_EPOCH = 2**30  # augmented copies use the training pipeline as in epochs no run reaches
+from kit.augment import COPY_EPOCH, augmented_views
+from kit.inputs import eval_batches
 
 
 def head_of(model):
@@ -45,31 +43,10 @@ def extract(model, images, indices, batch_size, views, limit_mb, workers=0):
     return out
 
 
-def copies(augment, seed, n):
-    """The views features are computed for: the image itself and `n` augmented copies."""
-    return [None] + [lambda image, i, c=c: augment(image, seed, COPY_EPOCH + c, i) for c in range(n)]
-
-
 def fold_features(spec, model, fold, augment, batch_size):
-    """(training features of every copy, validation features) of a fold (train._prepare)."""
-    views = copies(augment, spec.seed, spec.feature_copies)
+    """(training features of the images and their `feature_copies` augmented copies, validation
+    features) of a fold (kit/folds.Fold)."""
+    views = [None, *augmented_views(augment, spec.seed, COPY_EPOCH, spec.feature_copies)]
     train = extract(model, fold.images, fold.train_idx, batch_size, views, spec.cache_mb, spec.workers)
     val = extract(model, fold.images, fold.val_idx, batch_size, [None], spec.cache_mb, spec.workers)[0]
     return train, val
-
-
-def feature_stream(features, y, seed, epochs, batch_size, limit=0, workers=0):
-    """Like inputs.train_stream, on cached features: the same order for the same (seed, epoch),
-    epoch e reading copy e mod (copies + 1)."""
-    n_views, n, channels = features.shape
-    steps = math.ceil(n / batch_size)
-    if limit:
-        steps = min(steps, limit)
-
-    def load(key):
-        epoch, step = (int(k) for k in key)
-        chosen = epoch_order(seed, epoch, n)[step * batch_size:(step + 1) * batch_size]
-        return np.asarray(features[epoch % n_views][chosen], np.float32), y[chosen]
-
-    ds = _batches(load, epoch_keys(epochs, steps), (channels,), tf.float32, np.asarray(y), workers)
-    return ds.prefetch(tf.data.AUTOTUNE), steps

@@ -1,8 +1,13 @@
-"""Atomic file writes: a crash or a kill never leaves a half-written prediction or submission."""
+"""Reading and writing files: CSVs read as text, and atomic writes (a crash or a kill never
+leaves a half-written prediction, model or submission)."""
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+import pandas as pd
+
+from kit import KitError
 
 
 @contextmanager
@@ -32,6 +37,11 @@ def write_csv(path, frame):
         frame.to_csv(tmp, index=False)
 
 
-def run_finished(run):
-    """A fold's run folder is finished once test.csv, written last, is there."""
-    return (Path(run) / "test.csv").is_file() and (Path(run) / "oof.csv").is_file()
+def read_csv(path, what):
+    """A CSV with every cell as text: ids like 0042 keep their zeros."""
+    if not path.is_file():
+        raise KitError(f"no {what} at {path}")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise KitError(f"{path}: cannot read as CSV ({str(e).strip().splitlines()[0]})") from None

@@ -1,16 +1,23 @@
-"""Folds, made once per competition and saved: every run of every backbone reads the same file.
+"""Folds, made once per competition and saved: every run of every backbone reads the same file;
+and one fold loaded as training, prediction and the bench use it.
 
 StratifiedKFold for binary and multiclass, StratifiedGroupKFold when the spec names a group
 column, iterative multilabel stratification for multilabel. Same seed -> byte-identical file.
 """
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 
 from kit import KitError
-from kit.data import read_csv
-from kit.files import write_csv
+from kit.cache import Images, competition_images
+from kit.config import check_backbone, check_fold, image_size
+from kit.data import Data, load_data
+from kit.files import read_csv, write_csv
+from kit.metrics import as_columns
+from kit.runs import folds_file
 
 
 def make_folds(data, n_folds, seed):
@@ -33,7 +40,7 @@ def make_folds(data, n_folds, seed):
 
 def load_folds(spec, data):
     """The fold of every training image: runs/<slug>/folds.csv, made on first use."""
-    path = spec.runs_path / "folds.csv"
+    path = folds_file(spec)
     if not path.is_file():
         write_csv(path, make_folds(data, spec.n_folds, spec.seed))
     folds = read_csv(path, "folds file")
@@ -45,3 +52,43 @@ def load_folds(spec, data):
         raise KitError(f"{path} holds {fold.max() + 1} folds but n_folds is {spec.n_folds}: "
                        f"delete it to make new folds, or set n_folds={fold.max() + 1}")
     return fold
+
+
+@dataclass
+class Fold:
+    """One fold of a competition at one image size."""
+
+    index: int
+    task: str
+    data: Data
+    images: Images  # every training image, by row of data.train
+    test_images: Images  # every test image, by row of data.test
+    skipped: dict  # {path: reason}: unreadable training images, in neither split
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+
+    @property
+    def size(self):
+        return self.images.size
+
+    @property
+    def y(self):
+        """Every training image's labels as the model's loss takes them."""
+        return as_columns(self.task, self.data.y)
+
+
+def load_fold(spec, backbone, fold, log=None):
+    """Fold `fold` at the backbone's image size: labels, images (decoded once into the spec's
+    cache: the pass that finds the unreadable ones, left out of training, an error in test),
+    and its training and validation rows. `log` hears what is loaded before the decoding."""
+    size = image_size(spec, check_backbone(backbone))
+    check_fold(spec, fold)
+    data = load_data(spec)
+    fold_of = load_folds(spec, data)
+    if log:
+        log(f"{spec.slug} / {backbone} / fold {fold}: {size}px, {len(data.train)} train images, "
+            f"{len(data.test)} test images, classes: {', '.join(data.classes[:10])}")
+    images, test_images, bad = competition_images(spec, data, size)
+    usable = ~data.train["path"].isin(list(bad)).to_numpy()
+    return Fold(fold, spec.task, data, images, test_images, bad,
+                np.flatnonzero((fold_of != fold) & usable), np.flatnonzero((fold_of == fold) & usable))

@@ -1,6 +1,7 @@
 """Input pipelines: images (decoded from disk, or from the cache) through parallel augmentation,
-batched and prefetched. Batches stay uint8 until the model's input casts them, on the device:
-a quarter of the bytes to move.
+batched and prefetched, and the same epochs over cached base features (kit/features.py).
+Image batches stay uint8 until the model's input casts them, on the device: a quarter of the
+bytes to move.
 
 Decoding and albumentations are Python; tf.data runs one Python call per *batch*, several at
 once. Measured on 2 cores (512 JPEGs, 500x375 -> 128 px + augmentation): one call per image
@@ -44,20 +45,43 @@ def train_stream(images, indices, y, augment, seed, epochs, batch_size, limit=0,
     on how many epochs ran before in this process: a resumed run sees what an uninterrupted one
     would have."""
     indices, y = np.asarray(indices), np.asarray(y)
-    steps = math.ceil(len(indices) / batch_size)
-    if limit:
-        steps = min(steps, limit)
 
     def load(key):
-        epoch, step = (int(k) for k in key)
-        chosen = epoch_order(seed, epoch, len(indices))[step * batch_size:(step + 1) * batch_size]
+        epoch, chosen = _chosen(key, seed, len(indices), batch_size)
         batch = [images[indices[k]] for k in chosen]
         if augment:
             batch = [augment(image, seed, epoch, int(indices[k])) for image, k in zip(batch, chosen)]
         return np.stack(batch), y[chosen]
 
-    shape = (images.size, images.size, 3)
-    ds = _batches(load, epoch_keys(epochs, steps), shape, tf.uint8, y, workers)
+    return _epochs(load, len(indices), (images.size, images.size, 3), tf.uint8, y, epochs, batch_size, limit,
+                   workers)
+
+
+def feature_stream(features, y, seed, epochs, batch_size, limit=0, workers=0):
+    """Like train_stream, on cached features (views, images, channels): the same order for the
+    same (seed, epoch), epoch e reading view e mod (number of views)."""
+    n_views, n, channels = features.shape
+    y = np.asarray(y)
+
+    def load(key):
+        epoch, chosen = _chosen(key, seed, n, batch_size)
+        return np.asarray(features[epoch % n_views][chosen], np.float32), y[chosen]
+
+    return _epochs(load, n, (channels,), tf.float32, y, epochs, batch_size, limit, workers)
+
+
+def _chosen(key, seed, n, batch_size):
+    """(epoch, the positions in batch `step` of that epoch) for a key (epoch, step)."""
+    epoch, step = (int(k) for k in key)
+    return epoch, epoch_order(seed, epoch, n)[step * batch_size:(step + 1) * batch_size]
+
+
+def _epochs(load, n, shape, dtype, y, epochs, batch_size, limit, workers):
+    """(dataset, steps per epoch) of `load` over every (epoch, step) of `epochs`."""
+    steps = math.ceil(n / batch_size)
+    if limit:
+        steps = min(steps, limit)
+    ds = _batches(load, epoch_keys(epochs, steps), shape, dtype, y, workers)
     return ds.prefetch(tf.data.AUTOTUNE), steps
 
 

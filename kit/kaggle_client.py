@@ -6,6 +6,8 @@ Kaggle command runs. The kit never prints or stores credentials.
 """
 import contextlib
 import io
+import json
+import os
 import shutil
 import tempfile
 import zipfile
@@ -20,6 +22,22 @@ HINTS = {
     403: "join the competition and accept its rules on its Kaggle page, and check the slug",
     404: "check the competition or kernel name",
 }
+
+
+def kaggle_user(given=""):
+    """The Kaggle user name a kernel id starts with: given, KAGGLE_USERNAME, or kaggle.json's
+    username (the key in that file is never read)."""
+    if given or os.environ.get("KAGGLE_USERNAME"):
+        return given or os.environ["KAGGLE_USERNAME"]
+    token = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle") / "kaggle.json"
+    try:
+        name = json.loads(token.read_text()).get("username")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    if not name:
+        raise KitError("no Kaggle user name for the kernel id: give user=<your Kaggle name>, set "
+                       "KAGGLE_USERNAME, or save your API token as ~/.kaggle/kaggle.json")
+    return name
 
 
 def client():

@@ -1,12 +1,42 @@
-"""Competition metrics: sklearn's implementations, with their direction and the tasks they fit.
+"""Probabilities and labels as the kit holds them, and the competition metrics (sklearn's
+implementations, with their direction and the tasks they fit).
 
-Predictions `p` are probabilities: binary (n,) P(positive); multiclass and multilabel (n, K).
-Labels `y` are binary (n,) 0/1, multiclass (n,) class index, multilabel (n, K) 0/1.
+Probabilities `p`: binary (n,) P(positive class); multiclass and multilabel (n, K).
+Labels `y`: binary (n,) 0/1, multiclass (n,) class index, multilabel (n, K) 0/1.
+Keras and the prediction files hold a binary task as one column, (n, 1): `as_columns` and
+`from_columns` cross that border, in this module only.
 """
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn import metrics as skm
+
+
+def as_columns(task, a):
+    """Probabilities or labels as Keras and the prediction files hold them: binary (n, 1)."""
+    a = np.asarray(a)
+    return a.reshape(-1, 1) if task == "binary" else a
+
+
+def from_columns(task, a):
+    """A model's output, or a prediction file's values, as the kit holds them: binary (n,)."""
+    a = np.asarray(a)
+    return a[:, 0] if task == "binary" else a
+
+
+def column_names(task, classes):
+    """The prediction files' columns: binary keeps only P(the second, positive class)."""
+    return list(classes[1:]) if task == "binary" else list(classes)
+
+
+def class_matrix(task, p):
+    """One probability column per class, binary included."""
+    return np.stack([1 - p, p], 1) if task == "binary" else p
+
+
+def hard_labels(task, p, threshold):
+    """Probabilities to labels: thresholded (binary 0/1, multilabel 0/1 per class) or argmaxed."""
+    return p.argmax(1) if task == "multiclass" else (p >= threshold).astype(int)
 
 
 @dataclass(frozen=True)
@@ -17,28 +47,25 @@ class Metric:
     hard: bool = True  # scores labels (probabilities thresholded or argmaxed), not probabilities
 
 
-def _hard(y, p, threshold):
-    """Probabilities to the labels a hard-label metric compares."""
-    if p.ndim == 1 or y.ndim == 2:  # binary or multilabel
-        return (p >= threshold).astype(int)
-    return p.argmax(1)
+def _task(y, p):
+    return "multilabel" if y.ndim == 2 else "binary" if p.ndim == 1 else "multiclass"
 
 
 def _log_loss(y, p, threshold):
-    if y.ndim == 2:  # multilabel: mean column-wise log loss, as Kaggle scores it
+    if _task(y, p) == "multilabel":  # mean column-wise log loss, as Kaggle scores it
         return float(np.mean([skm.log_loss(y[:, k], p[:, k], labels=[0, 1]) for k in range(y.shape[1])]))
     labels = [0, 1] if p.ndim == 1 else list(range(p.shape[1]))
     return float(skm.log_loss(y, p, labels=labels))
 
 
 def _roc_auc(y, p, threshold):
-    if p.ndim == 2 and y.ndim == 1:
+    if _task(y, p) == "multiclass":
         return float(skm.roc_auc_score(y, p, multi_class="ovr", labels=list(range(p.shape[1]))))
     return float(skm.roc_auc_score(y, p))  # binary, or macro over multilabel columns
 
 
 def _hard_metric(fn, **kwargs):
-    return lambda y, p, threshold: float(fn(y, _hard(y, p, threshold), **kwargs))
+    return lambda y, p, threshold: float(fn(y, hard_labels(_task(y, p), p, threshold), **kwargs))
 
 
 ALL = ("binary", "multiclass", "multilabel")

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from kit import KitError
 from kit.backbones import BACKBONES
-from kit.kernel import missing_weights
+from kit.env import missing_weights
 
 
 @keras.saving.register_keras_serializable(package="kit")
@@ -108,15 +108,28 @@ def set_trainable(base, blocks, trainable):
         layer.trainable = id(layer) in opened
 
 
+def accuracy_name(task):
+    """What Keras' accuracy counts: the argmax (multiclass), or each output at 0.5 (binary,
+    multilabel: per class, not per image)."""
+    return "accuracy" if task == "multiclass" else "binary_accuracy"
+
+
+def loss_and_accuracy(task, from_logits=False):
+    """The loss the model trains on (of its probabilities, or of its head's logits), and the
+    accuracy reported beside it."""
+    name = accuracy_name(task)
+    if task == "multiclass":
+        return (keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+                keras.metrics.SparseCategoricalAccuracy(name=name))
+    return keras.losses.BinaryCrossentropy(from_logits=from_logits), keras.metrics.BinaryAccuracy(name=name)
+
+
 def compile_model(model, task, lr, jit_compile, optimizer=None):
     """A fresh optimizer per phase (keras only sees a new `trainable` set on compile), or the
     full model's own when compiling its head alone (cached features)."""
-    if task == "multiclass":
-        loss, metric = keras.losses.SparseCategoricalCrossentropy(), keras.metrics.SparseCategoricalAccuracy
-    else:
-        loss, metric = keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy
-    model.compile(optimizer=optimizer or keras.optimizers.Adam(lr), loss=loss,
-                  metrics=[metric(name="accuracy")], jit_compile=jit_compile)
+    loss, accuracy = loss_and_accuracy(task)
+    model.compile(optimizer=optimizer or keras.optimizers.Adam(lr), loss=loss, metrics=[accuracy],
+                  jit_compile=jit_compile)
 
 
 @dataclass

@@ -9,36 +9,24 @@ import tempfile
 from pathlib import Path
 
 from kit import KitError, kaggle_client
-from kit.files import run_finished
-from kit.kernel import build_bundle
+from kit.bundle import build_bundle, bundles, kernel_id
+from kit.runs import run_of
 
 
 def push(spec, backbone, fold, user):
     folder = build_bundle(spec, backbone, fold, user)
     url, version = kaggle_client.push(folder)
-    kernel = json.loads((folder / "kernel-metadata.json").read_text())["id"]
-    print(f"pushed {kernel} (version {version}): {url}")
+    print(f"pushed {kernel_id(folder)} (version {version}): {url}")
 
 
 def push_all(spec, user, force=False):
     """One kernel per fold x backbone; folds finished here are not pushed again unless forced."""
     for backbone in spec.backbones:
         for fold in range(spec.n_folds):
-            if run_finished(spec.run_dir(backbone, fold)) and not force:
+            if run_of(spec, backbone, fold).finished() and not force:
                 print(f"{backbone}/fold{fold} is finished here: not pushed (force=1 pushes it)")
                 continue
             push(spec, backbone, fold, user)
-
-
-def bundles(spec):
-    """(backbone, fold, kernel id) of every bundle built for the competition."""
-    found = []
-    for meta in sorted((spec.runs_path / "kernels").glob("*-fold*/kernel-metadata.json")):
-        backbone, _, fold = meta.parent.name.rpartition("-fold")
-        found.append((backbone, int(fold), json.loads(meta.read_text())["id"]))
-    if not found:
-        raise KitError(f"no kernels of {spec.slug} under {spec.runs_path / 'kernels'}: make kernels first")
-    return found
 
 
 def status(spec):
@@ -52,16 +40,16 @@ def collect(spec, force=False):
     errors = []
     for backbone, fold, kernel in bundles(spec):
         state, failure = kaggle_client.kernel_status(kernel)
-        out = spec.run_dir(backbone, fold)
+        run = run_of(spec, backbone, fold)
         if state == "ERROR":
             reason = f": {failure}" if failure else ""
             errors.append(f"{kernel} ended in error{reason}\n{_log_tail(kernel)}")
         elif state != "COMPLETE":
             print(f"{backbone}/fold{fold}: {state}")
-        elif run_finished(out) and not force:
+        elif run.finished() and not force:
             print(f"{backbone}/fold{fold}: finished here already, kept (force=1 replaces it)")
         else:
-            _fetch(spec, backbone, fold, kernel, out)
+            _fetch(spec, backbone, fold, kernel, run.path)
     if errors:
         raise KitError("\n".join(errors))
 
@@ -70,14 +58,14 @@ def _fetch(spec, backbone, fold, kernel, out):
     spec.runs_path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=spec.runs_path, prefix=".collect-") as tmp:
         kaggle_client.kernel_output(kernel, tmp)
-        got = Path(tmp) / "runs" / spec.slug / backbone / f"fold{fold}"
-        if not run_finished(got):
-            raise KitError(f"{kernel} is COMPLETE but its output has no {got.relative_to(tmp)}/test.csv")
+        got = run_of(spec, backbone, fold, root=Path(tmp) / "runs" / spec.slug)  # /kaggle/working/runs/...
+        if not got.finished():
+            raise KitError(f"{kernel} is COMPLETE but its output has no {got.test.relative_to(tmp)}")
         old = out.with_name(out.name + ".old")
         if out.exists():  # replaced only once the new folder is whole; kept until then
             out.rename(old)
         out.parent.mkdir(parents=True, exist_ok=True)
-        got.rename(out)
+        got.path.rename(out)
         shutil.rmtree(old, ignore_errors=True)
     print(f"{backbone}/fold{fold}: collected {kernel} into {out}")
 

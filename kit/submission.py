@@ -1,4 +1,5 @@
-"""Submission CSVs shaped exactly like the competition's sample submission, and their validation.
+"""Submission CSVs shaped exactly like the competition's sample submission, their validation,
+and the ensemble's submission (the command behind `make ensemble`).
 
 Formats (spec key `submission`, `auto` reads them off the sample submission):
     probability  one column, P(positive class)                       binary, soft metric
@@ -14,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 from kit import KitError
-from kit.data import read_csv
-from kit.files import write_csv, write_text
-from kit.metrics import METRICS, postprocess
+from kit.data import load_data
+from kit.ensemble import combine, labels_of, load_members
+from kit.files import read_csv, write_csv, write_text
+from kit.metrics import METRICS, class_matrix, hard_labels, postprocess, spec_score
 
 
 def submission_format(spec, sample, classes):
@@ -56,17 +58,16 @@ def frame(spec, sample, classes, test_ids, p):
     p = postprocess(spec, p)[position[sample[id_column]].to_numpy()]
     out = pd.DataFrame({id_column: sample[id_column]})
     if fmt == "per_class":
-        matrix = np.stack([1 - p, p], 1) if spec.task == "binary" else p
+        matrix = class_matrix(spec.task, p)
         for column in sample.columns[1:]:
             out[column] = matrix[:, classes.index(str(column))]
     elif fmt == "probability":
         out[sample.columns[1]] = p
     elif fmt == "labels":
-        chosen = p >= spec.threshold
+        chosen = hard_labels(spec.task, p, spec.threshold)
         out[sample.columns[1]] = [" ".join(c for c, on in zip(classes, row) if on) for row in chosen]
     else:
-        index = (p >= spec.threshold).astype(int) if spec.task == "binary" else p.argmax(1)
-        out[sample.columns[1]] = [classes[k] for k in index]
+        out[sample.columns[1]] = [classes[k] for k in hard_labels(spec.task, p, spec.threshold)]
     return out
 
 
@@ -154,3 +155,26 @@ def check(path, spec, data):
         raise KitError(f"{path} is not a valid submission ({len(found)} problems):\n"
                        + "\n".join(f"  - {p}" for p in found))
     print(f"{path}: valid ({len(sample)} rows, columns {', '.join(sample.columns)})")
+
+
+def ensemble_submission(spec, method):
+    """Ensemble whatever runs are finished into submissions/<slug>-<time>-<method>.csv."""
+    data = load_data(spec)
+    members, missing = load_members(spec, data)
+    y_of = labels_of(data)
+    ids, oof, test, weights = combine(spec, members, y_of, method)
+    cv = spec_score(spec, y_of(ids), oof)
+    runs = [f"{m.name}/fold{k}" for m in members for k in m.folds]
+    about = {"competition": spec.slug, "method": method, "metric": spec.metric, "cv": round(cv, 6),
+             "weights": {m.name: round(float(w), 4) for m, w in zip(members, weights)},
+             "runs": runs, "missing": missing}
+    sample = read_csv(spec.data_path / spec.sample_submission, "sample submission")
+    path = write(spec, sample, data.classes, data.test["id"].tolist(), test, method, about)
+    print(f"ensemble ({method}) of {len(runs)} runs: {', '.join(runs)}")
+    if missing:
+        print(f"not finished, left out: {', '.join(missing)}")
+    if method == "weighted":
+        print("weights: " + ", ".join(f"{k} {v:g}" for k, v in about["weights"].items()))
+    print(f"OOF {spec.metric}: {cv:.5f} on {len(ids)} images")
+    print(f"wrote {path}")
+    return path

@@ -1,19 +1,8 @@
-"""Train one fold of one backbone with the spec's schedule, then predict OOF and test.
-
-    runs/<slug>/<backbone>/fold<k>/
-        config.yaml   the resolved spec and this run's settings
-        history.csv   epoch, phase, lr, loss, metric, val_loss, val_metric (one line per epoch)
-        model.keras   the best weights of the whole schedule; takes raw RGB
-        oof.csv       this fold's validation ids, one probability column per output
-        test.csv      every test id, same columns
-        curves.png    loss and accuracy, train and validation, phases marked
-        log.txt       what was skipped, and the fold's score
-        checkpoint/   while training: what a killed run resumes from (kit/checkpoint.py)
-"""
+"""Train one fold of one backbone with the spec's schedule, then predict its OOF and test images.
+What a run writes, and where, is kit/runs.py's."""
 import dataclasses
-import math
 import sys
-from types import SimpleNamespace
+from dataclasses import dataclass
 
 import keras
 import pandas as pd
@@ -21,126 +10,155 @@ import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # disable_op_determinism is not public
 
 from kit.augment import Augmenter, serialized
-from kit.cache import competition_images
-from kit.checkpoint import Checkpoint, RunState, Tracker
-from kit.config import check_backbone, check_fold, dump, image_size
-from kit.curves import plot_curves
-from kit.data import load_data
-from kit.features import feature_stream, fold_features, head_of
-from kit.files import atomic_path, run_finished, write_csv, write_text
-from kit.folds import load_folds
-from kit.inputs import eval_batches, on_device, train_stream
-from kit.kernel import resolve_weights
-from kit.model import build_model, compile_model, set_trainable, setup_device, trainable_layers
-from kit.predict import split, write_predictions
-
-SKIPPED = "skipped.csv"  # the unreadable training images a run left out
+from kit.callbacks import Tracker, Validation, history_columns, phase_callbacks
+from kit.checkpoint import Checkpoint, RunState
+from kit.config import Spec, check_backbone, check_fold, dump
+from kit.env import resolve_weights
+from kit.features import fold_features, head_of
+from kit.files import atomic_path, write_csv, write_text
+from kit.folds import Fold, load_fold
+from kit.inputs import eval_batches, feature_stream, on_device, train_stream
+from kit.metrics import spec_score
+from kit.model import Device, build_model, compile_model, set_trainable, setup_device, trainable_layers
+from kit.plots import plot_curves
+from kit.predict import write_predictions
+from kit.runs import Run, run_of
 
 
 def run_fold(spec, backbone, fold, force=False):
+    """The recipe: load the fold, build the model, train it phase by phase, keep the best
+    weights, predict. A finished run is kept unless `force`; a killed one resumes."""
     entry = check_backbone(backbone)
     check_fold(spec, fold)
-    out = spec.run_dir(backbone, fold)
-    if run_finished(out) and not force:
-        print(f"{out} is finished: force=1 trains it again", flush=True)
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = Checkpoint(out / "checkpoint", out / "history.csv")
+    run = run_of(spec, backbone, fold)
+    if run.finished() and not force:
+        print(f"{run.path} is finished: force=1 trains it again", flush=True)
+        return run.path
+    checkpoint, state = _resume(run, force)
+    f = load_fold(spec, backbone, fold, log=run.log)
+    _record(spec, backbone, f, run)
+    model, base, device = _build(spec, backbone, entry, f, run.log)
+    t = Trainer(spec, f, model, base, entry.blocks, device, Augmenter(serialized(spec.augment)), checkpoint,
+                state, run.log)
+    if state.epoch:
+        run.log(f"resuming after epoch {state.epoch} (phase {spec.schedule[state.phase].name})")
+    for index, phase in enumerate(spec.schedule):
+        if index >= state.phase:
+            t.train_phase(index, phase)
+    _export(model, run)
+    plot_curves(pd.DataFrame(state.rows), run.curves, f"{spec.slug} / {backbone} / fold {fold}")
+    score = write_predictions(spec, model, f, t.batch, t.augment, run)
+    checkpoint.clear()
+    run.log(f"fold {fold} {spec.metric}: {score:.5f} (best val_loss {state.best:.5f})")
+    return run.path
+
+
+@dataclass
+class Trainer:
+    """What every phase of one run shares."""
+
+    spec: Spec
+    fold: Fold
+    model: keras.Model
+    base: keras.Model
+    blocks: tuple  # the backbone's registry blocks, for `top:K`
+    device: Device
+    augment: Augmenter
+    checkpoint: Checkpoint
+    state: RunState
+    log: object
+    features: tuple | None = None  # the frozen base's outputs, while no phase has trained the base
+
+    @property
+    def batch(self):
+        return self.spec.batch_size * self.device.strategy.num_replicas_in_sync
+
+    def train_phase(self, index, phase):
+        """Open the base as the phase says, recompile, train until val_loss stops improving or
+        the epochs are done; then go back to the best weights of the schedule so far (a
+        fine-tuning phase that never beats the head leaves the head's weights)."""
+        s = self.state
+        if index > s.phase:
+            s.start_phase(index)
+        set_trainable(self.base, self.blocks, phase.trainable)
+        cached = self.spec.feature_cache and phase.trainable == "none"
+        trainer = self._compile(phase, cached)
+        if s.model_file:  # resumed in the middle of this phase
+            self.checkpoint.restore(self.model, s)
+        if not s.phase_done(phase):
+            epochs = (s.epoch, s.phase_start + phase.epochs)
+            train, steps, validation = self._inputs(epochs, cached)
+            opened, layers = sum(x.trainable for x in self.base.layers), len(self.base.layers)
+            how = ", head on cached features" if cached else ""
+            self.log(f"phase {phase.name}: base trainable {phase.trainable} ({opened} of {layers} "
+                     f"layers{how}), lr {phase.lr:g}, up to {phase.epochs} epochs")
+            columns = history_columns(self.spec.task, self.spec.metric)
+            callbacks = [validation, Tracker(s, phase, self.checkpoint, self.model, columns),
+                         *phase_callbacks(phase, s.phase_start)]
+            trainer.fit(train, steps_per_epoch=steps, initial_epoch=epochs[0], epochs=epochs[1],
+                        shuffle=False, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+        best = self.checkpoint.best_weights(s)
+        if best is not None:
+            self.model.set_weights(best)
+
+    def _compile(self, phase, cached):
+        """The model recompiled (keras sees the new trainable set), and what fits: the model, or
+        its head alone on cached features, sharing the model's optimizer."""
+        jit = self.device.jit_compile
+        with self.device.strategy.scope():
+            compile_model(self.model, self.spec.task, phase.lr, jit)
+            if not cached:
+                return self.model
+            head = head_of(self.model)
+            compile_model(head, self.spec.task, phase.lr, jit, optimizer=self.model.optimizer)
+            return head
+
+    def _inputs(self, epochs, cached):
+        """(training stream, steps per epoch, validation callback) for `epochs` of a phase."""
+        spec, f, batch = self.spec, self.fold, self.batch
+        y_train, y_val, stream = f.y[f.train_idx], f.data.y[f.val_idx], (spec.limit_batches, spec.workers)
+        if cached:
+            self.features = self.features or fold_features(spec, self.model, f, self.augment, batch)
+            train, steps = feature_stream(self.features[0], y_train, spec.seed, epochs, batch, *stream)
+            val_x = self.features[1]
+        else:
+            self.features = None  # the base trains: its outputs change
+            train, steps = train_stream(f.images, f.train_idx, y_train, self.augment, spec.seed, epochs,
+                                        batch, *stream)
+            if self.device.accelerator == "gpu" and self.device.strategy.num_replicas_in_sync == 1:
+                train = on_device(train, tf.config.list_logical_devices("GPU")[0].name)
+            val_x = eval_batches(f.images, f.val_idx, batch, workers=spec.workers)
+        score = lambda y, p: spec_score(spec, y, p)
+        return train, steps, Validation(val_x, y_val, batch, spec.task, spec.metric, score, features=cached)
+
+
+def _resume(run, force):
+    """(checkpoint, state): where a killed run left off, or a fresh start (a resumed run's log
+    goes on; a fresh one's starts anew)."""
+    run.path.mkdir(parents=True, exist_ok=True)
+    checkpoint = Checkpoint(run.checkpoint, run.history)
     if force:
         checkpoint.clear()
     state = checkpoint.load()
-    if state is None:  # a fresh start (a resumed run's log goes on)
-        (out / "log.txt").unlink(missing_ok=True)
+    if state is None:
+        run.log_file.unlink(missing_ok=True)
         state = RunState()
-    log = _logger(out)
-    f = _prepare(spec, backbone, fold, image_size(spec, entry), out, log)
-    model, base, device = _build(spec, backbone, entry, f.images.size, len(f.data.classes), log)
-    batch = spec.batch_size * device.strategy.num_replicas_in_sync
-    augment = Augmenter(serialized(spec.augment))
-    if state.epoch:
-        log(f"resuming after epoch {state.epoch} (phase {spec.schedule[state.phase].name})")
-
-    features = None  # the frozen base's outputs, while no phase has trained the base
-    for index, phase in enumerate(spec.schedule):
-        if index < state.phase:
-            continue
-        if index > state.phase:
-            state.start_phase(index)
-        set_trainable(base, entry.blocks, phase.trainable)
-        cached = spec.feature_cache and phase.trainable == "none"
-        with device.strategy.scope():  # recompiled: keras sees the new trainable set
-            compile_model(model, spec.task, phase.lr, device.jit_compile)
-            trainer = head_of(model) if cached else model
-            if cached:
-                compile_model(trainer, spec.task, phase.lr, device.jit_compile, optimizer=model.optimizer)
-        if state.model_file:  # resumed in the middle of this phase
-            checkpoint.restore(model, state)
-        if not state.phase_done(phase):
-            epochs = (state.epoch, state.phase_start + phase.epochs)
-            limit, workers, y_train = spec.limit_batches, spec.workers, f.y[f.train_idx]
-            if cached:
-                features = features or fold_features(spec, model, f, augment, batch)
-                train, steps = feature_stream(features[0], y_train, spec.seed, epochs, batch, limit, workers)
-                val = (features[1], f.y[f.val_idx])
-            else:
-                features = None  # the base trains: its outputs change
-                train, steps = train_stream(f.images, f.train_idx, y_train, augment, spec.seed, epochs, batch,
-                                            limit, workers)
-                if device.accelerator == "gpu" and device.strategy.num_replicas_in_sync == 1:
-                    train = on_device(train, tf.config.list_logical_devices("GPU")[0].name)
-                val = eval_batches(f.images, f.val_idx, batch, f.y[f.val_idx], workers)
-            opened = sum(layer.trainable for layer in base.layers)
-            how = ", head on cached features" if cached else ""
-            log(f"phase {phase.name}: base trainable {phase.trainable} ({opened} of {len(base.layers)} "
-                f"layers{how}), lr {phase.lr:g}, up to {phase.epochs} epochs")
-            callbacks = [Tracker(state, phase, checkpoint, model),
-                         *_phase_callbacks(phase, state.phase_start)]
-            trainer.fit(train, steps_per_epoch=steps, validation_data=val, validation_batch_size=batch,
-                        initial_epoch=epochs[0], epochs=epochs[1], shuffle=False, callbacks=callbacks,
-                        verbose=1 if sys.stdout.isatty() else 2)
-        # The next phase starts from the best weights so far, and so does prediction: a
-        # fine-tuning phase that never beats the head leaves the head's weights.
-        best = checkpoint.best_weights(state)
-        if best is not None:
-            model.set_weights(best)
-
-    # Saved without the optimizer's state (twice the trainable weights): a twin built from the
-    # config is uncompiled (clone_model would compile it, optimizer and all).
-    inference = keras.Model.from_config(model.get_config())
-    inference.set_weights(model.get_weights())
-    with atomic_path(out / "model.keras") as tmp:
-        inference.save(tmp)
-    plot_curves(pd.DataFrame(state.rows), out / "curves.png", f"{spec.slug} / {backbone} / fold {fold}")
-    fold_score = write_predictions(spec, model, f, batch, augment, out)
-    checkpoint.clear()
-    log(f"fold {fold} {spec.metric}: {fold_score:.5f} (best val_loss {state.best:.5f})")
-    return out
+    return checkpoint, state
 
 
-def _prepare(spec, backbone, fold, size, out, log):
-    """The fold's data: labels, images (decoded once into the cache, which finds the unreadable
-    ones: skipped and listed in training, an error in test), train and validation indices. The
-    resolved spec is saved in the run folder."""
-    data = load_data(spec)
-    fold_of = load_folds(spec, data)
-    log(f"{spec.slug} / {backbone} / fold {fold}: {size}px, {len(data.train)} train images, "
-        f"{len(data.test)} test images, classes: {', '.join(data.classes[:10])}")
-    images, test_images, bad = competition_images(spec, data, size)
-    (out / SKIPPED).unlink(missing_ok=True)
-    if bad:
-        write_csv(out / SKIPPED, pd.DataFrame({"path": list(bad), "reason": list(bad.values())}))
-        path, reason = next(iter(bad.items()))
-        log(f"skipped {len(bad)} unreadable training images (listed in {out / SKIPPED}), "
-            f"e.g. {path}: {reason}")
-    train_idx, val_idx = split(data, fold_of, fold, bad)
-    resolved = dataclasses.replace(spec, image_size=size)
-    write_text(out / "config.yaml", dump(resolved, backbone=backbone, fold=fold))
-    y = data.y.reshape(-1, 1) if spec.task == "binary" else data.y
-    return SimpleNamespace(data=data, images=images, test_images=test_images, y=y,
-                           train_idx=train_idx, val_idx=val_idx)
+def _record(spec, backbone, f, run):
+    """The unreadable training images left out (skipped.csv), and the resolved spec."""
+    run.skipped.unlink(missing_ok=True)
+    if f.skipped:
+        write_csv(run.skipped, pd.DataFrame({"path": list(f.skipped), "reason": list(f.skipped.values())}))
+        path, reason = next(iter(f.skipped.items()))
+        run.log(f"skipped {len(f.skipped)} unreadable training images (listed in {run.skipped}), "
+                f"e.g. {path}: {reason}")
+    resolved = dataclasses.replace(spec, image_size=f.size)
+    write_text(run.config, dump(resolved, backbone=backbone, fold=f.index))
 
 
-def _build(spec, backbone, entry, size, n_classes, log):
+def _build(spec, backbone, entry, f, log):
     """(model, base, device): seeded, on the devices the spec asks for, in their precision."""
     # Same seed, same folds, same predictions: seeded, and deterministic ops on the CPU. Keras
     # quietly drops XLA while determinism is on, so asking for XLA trades determinism away.
@@ -158,7 +176,7 @@ def _build(spec, backbone, entry, size, n_classes, log):
     keras.config.set_dtype_policy(device.policy)
     try:
         with device.strategy.scope():
-            model, base = build_model(backbone, spec.task, n_classes, size, weights, spec.dropout)
+            model, base = build_model(backbone, spec.task, len(f.data.classes), f.size, weights, spec.dropout)
     finally:
         keras.config.set_dtype_policy(previous_policy)
     for phase in spec.schedule:  # a top:K beyond the backbone's blocks fails now, not hours in
@@ -170,29 +188,10 @@ def _build(spec, backbone, entry, size, n_classes, log):
     return model, base, device
 
 
-def _logger(out):
-    def log(message):
-        print(message, flush=True)
-        with open(out / "log.txt", "a") as f:
-            f.write(message + "\n")
-    return log
-
-
-def _phase_callbacks(phase, start):
-    """The learning rate of one phase (epochs count from the phase's start), and a stop as soon
-    as the loss turns NaN (the best weights so far are put back)."""
-    callbacks = [keras.callbacks.TerminateOnNaN()]
-    if phase.warmup or phase.decay == "cosine":
-        def lr(epoch, current):
-            e = epoch - start
-            if e < phase.warmup:
-                return phase.lr * (e + 1) / (phase.warmup + 1)
-            if phase.decay == "cosine":
-                t = (e - phase.warmup) / max(1, phase.epochs - phase.warmup)
-                return phase.lr * 0.5 * (1 + math.cos(math.pi * t))
-            return current  # after warm-up: whatever plateau decay has made of it
-        callbacks.append(keras.callbacks.LearningRateScheduler(lr))
-    if phase.decay == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            factor=0.2, patience=max(1, phase.patience // 2), min_lr=phase.lr / 1000))
-    return callbacks
+def _export(model, run: Run):
+    """model.keras without the optimizer's state (twice the trainable weights): a twin built
+    from the config is uncompiled (clone_model would compile it, optimizer and all)."""
+    inference = keras.Model.from_config(model.get_config())
+    inference.set_weights(model.get_weights())
+    with atomic_path(run.model) as tmp:
+        inference.save(tmp)

@@ -1,72 +1,27 @@
-"""Tiny synthetic competitions on disk, and a spec for them: 1 epoch per phase, 32px, CPU."""
+"""Fixtures: a tiny competition and its spec, and the stand-in Kaggle server."""
 import os
-import sys
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
-import yaml
-from PIL import Image
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow starts, in this process
 
 from kit.config import load_spec  # noqa: E402
-
-COLOURS = {"a": (200, 40, 40), "b": (40, 40, 200), "c": (40, 200, 40)}
-
-
-def image(rng, label, side=20):
-    """A noisy image whose mean colour depends on its class, so a model can learn something."""
-    base = np.array(COLOURS.get(label, (120, 120, 120)), np.float32)
-    return (base + rng.normal(0, 40, (side, side, 3))).clip(0, 255).astype(np.uint8)
-
-
-def write_competition(root, n_train=24, n_test=8, classes=("a", "b"), ext=".png", seed=0):
-    """A csv-layout competition: train/<id>.png, train.csv (id,label), test/, sample_submission.csv."""
-    rng = np.random.default_rng(seed)
-    root = Path(root)
-    (root / "train").mkdir(parents=True)
-    (root / "test").mkdir()
-    labels = [classes[i % len(classes)] for i in range(n_train)]
-    ids = [f"tr{i:03d}" for i in range(n_train)]
-    for i, label in zip(ids, labels):
-        Image.fromarray(image(rng, label)).save(root / "train" / f"{i}{ext}")
-    pd.DataFrame({"id": ids, "label": labels}).to_csv(root / "train.csv", index=False)
-    test_ids = [f"te{i:03d}" for i in range(n_test)]
-    for i in test_ids:
-        Image.fromarray(image(rng, classes[0])).save(root / "test" / f"{i}{ext}")
-    sample = pd.DataFrame({"id": test_ids, **{c: 0.5 for c in classes}})
-    sample.to_csv(root / "sample_submission.csv", index=False)
-    return root
-
-
-TINY = {
-    "task": "multiclass", "metric": "accuracy", "weights": None, "image_size": 32, "batch_size": 8,
-    "n_folds": 2, "seed": 0, "backbones": ["vgg16"], "augment": [{"HorizontalFlip": {"p": 0.5}}],
-    "schedule": [
-        {"name": "head", "trainable": "none", "epochs": 1, "lr": 1e-3, "patience": 0},
-        {"name": "finetune", "trainable": "top:1", "epochs": 1, "lr": 1e-4, "patience": 0},
-    ],
-}
-
-
-def spec_file(folder, **keys):
-    """Write a spec (TINY + keys) to folder/tiny.yaml; data and runs live in `folder` too."""
-    folder = Path(folder)
-    raw = {"data_dir": str(folder / "data"), "runs_dir": str(folder / "runs"), **TINY, **keys}
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+from tests.helpers import spec_file, write_competition  # noqa: E402
+from tests.kaggle_server import serve  # noqa: E402
 
 
 @pytest.fixture
 def tiny(tmp_path):
-    """(spec, data folder) of a 2-class csv competition with 24 train and 8 test images."""
+    """A maker of specs (TINY + overrides) of a 2-class csv competition with 24 train and 8 test
+    images in tmp_path/data."""
     write_competition(tmp_path / "data")
 
     def make(**overrides):
-        return load_spec(str(spec_file(tmp_path, **{k: v for k, v in overrides.items()})))
+        return load_spec(str(spec_file(tmp_path, **overrides)))
     return make
+
+
+@pytest.fixture
+def kaggle_server(tmp_path, monkeypatch):
+    """The stand-in server, and an environment where the client finds only a dummy token."""
+    yield from serve(tmp_path, monkeypatch)

@@ -10,8 +10,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
-import pytest
-
 
 class StandIn:
     def __init__(self):
@@ -72,9 +70,9 @@ class StandIn:
         return [c[0] for c in self.calls]
 
 
-@pytest.fixture
-def kaggle_server(tmp_path, monkeypatch):
-    """The stand-in server, and an environment where the client finds only a dummy token."""
+def serve(tmp_path, monkeypatch):
+    """The stand-in server (yielded), in an environment where the client finds only a dummy
+    token; shut down afterwards (the `kaggle_server` fixture of conftest.py)."""
     home = tmp_path / "home"
     (home / ".kaggle").mkdir(parents=True)
     token = home / ".kaggle" / "kaggle.json"

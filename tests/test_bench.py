@@ -5,7 +5,8 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import ROOT
+
+from tests.helpers import ROOT
 
 
 @pytest.mark.slow

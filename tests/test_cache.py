@@ -7,8 +7,8 @@ from PIL import Image
 
 import kit.cache
 from kit.cache import CachedImages, Images, load_images
-from kit.data import read_rgb
-from kit.features import feature_stream
+from kit.decode import read_rgb
+from kit.inputs import feature_stream
 from kit.train import run_fold
 
 
@@ -68,6 +68,7 @@ def test_feature_epochs_follow_the_image_order_and_cycle_through_copies():
     assert batches[1][1].tolist() == epoch_order(0, 1, 5).tolist()  # as the image stream orders epoch 1
 
 
+@pytest.mark.slow
 def test_a_head_phase_on_cached_features_matches_the_end_to_end_one(tiny, tmp_path):
     """Same data (no augmentation), same order, same dropout: the same head, up to float noise."""
     head = [{"name": "head", "trainable": "none", "epochs": 3, "lr": 1e-2, "patience": 0}]
@@ -83,23 +84,20 @@ def test_a_head_phase_on_cached_features_matches_the_end_to_end_one(tiny, tmp_pa
 
 
 @pytest.mark.parametrize("limit_mb", [64, 0])  # in memory, and in a temporary file
-def test_feature_copies_are_augmented_views_of_the_training_images(photos, limit_mb):
-    from types import SimpleNamespace
-
+def test_feature_copies_are_augmented_views_of_the_training_images(tiny, limit_mb):
     from kit.augment import Augmenter, serialized
-    from kit.config import Spec
     from kit.features import fold_features
+    from kit.folds import load_fold
     from kit.model import build_model
 
-    images, _ = load_images(photos[:5], 32, "memory")
-    model, _ = build_model("vgg16", "binary", 2, 32, None, 0.0)
-    fold = SimpleNamespace(images=images, train_idx=np.arange(4), val_idx=np.array([4]))
-    spec = Spec("t", feature_copies=2, cache_mb=limit_mb, augment=[{"HorizontalFlip": {"p": 1.0}},
-                                                                    {"RandomBrightnessContrast": {"p": 1.0}}])
-    train, val = fold_features(spec, model, fold, Augmenter(serialized(spec.augment)), 2)
+    spec = tiny(feature_copies=2, cache_mb=limit_mb, augment=[{"HorizontalFlip": {"p": 1.0}},
+                                                               {"RandomBrightnessContrast": {"p": 1.0}}])
+    fold = load_fold(spec, "vgg16", 0)
+    model, _ = build_model("vgg16", "binary", 2, fold.size, None, 0.0)
+    train, val = fold_features(spec, model, fold, Augmenter(serialized(spec.augment)), 4)
     pooled = keras.Model(model.inputs, model.get_layer("pool").output)
-    plain = np.asarray(pooled.predict(np.stack([images[i] for i in range(5)]), verbose=0))
-    assert train.shape == (3, 4, plain.shape[1]) and val.shape == (1, plain.shape[1])
-    np.testing.assert_allclose(train[0], plain[:4], rtol=1e-5, atol=1e-6)  # copy 0: the images as they are
-    np.testing.assert_allclose(val, plain[4:], rtol=1e-5, atol=1e-6)  # validation is never augmented
+    plain = np.asarray(pooled.predict(np.stack([fold.images[i] for i in range(len(fold.images))]), verbose=0))
+    assert train.shape == (3, len(fold.train_idx), plain.shape[1]) and val.shape == (len(fold.val_idx), plain.shape[1])
+    np.testing.assert_allclose(train[0], plain[fold.train_idx], rtol=1e-5, atol=1e-6)  # copy 0: as they are
+    np.testing.assert_allclose(val, plain[fold.val_idx], rtol=1e-5, atol=1e-6)  # validation is never augmented
     assert not np.allclose(train[1], train[0]) and not np.allclose(train[2], train[1])

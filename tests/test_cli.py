@@ -5,7 +5,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, spec_file, write_competition
+
+from tests.helpers import ROOT, spec_file, write_competition
 
 
 def kit(*args, cwd=ROOT):
@@ -56,11 +57,12 @@ def test_make_passes_command_line_variables_as_overrides(tmp_path):
     assert "epochs: 3" in result.stdout and "lr: 2.0e-05" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_keeps_the_finished_epochs(tmp_path, monkeypatch, capsys):
     import errno
 
-    from kit.__main__ import main
     from kit.checkpoint import Checkpoint
+    from kit.cli import main
 
     write_competition(tmp_path / "data")
     real_write, written = Checkpoint._write_files, []

@@ -2,10 +2,10 @@ import dataclasses
 
 import pytest
 import yaml
-from conftest import spec_file
 
 from kit import KitError
 from kit.config import Spec, _build, dump, load_spec
+from tests.helpers import spec_file
 
 
 @pytest.mark.parametrize("slug", ["demo", "dogs-vs-cats-redux-kernels-edition"])

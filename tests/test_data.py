@@ -4,13 +4,14 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import image, spec_file, write_competition
 from PIL import Image
 
 from kit import KitError
 from kit.cache import load_images
 from kit.config import load_spec
-from kit.data import BadImage, load_data, read_rgb
+from kit.data import load_data
+from kit.decode import BadImage, read_rgb
+from tests.helpers import image, spec_file, write_competition
 
 
 def _spec(tmp_path, **keys):

@@ -2,7 +2,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import spec_file, write_competition
 
 from kit import KitError
 from kit.config import load_spec
@@ -10,6 +9,8 @@ from kit.data import load_data
 from kit.ensemble import combine, cross_validate, hill_climb, labels_of, load_members
 from kit.folds import load_folds
 from kit.metrics import spec_score
+from kit.runs import run_of
+from tests.helpers import spec_file, write_competition
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def runs(tmp_path):
 
     def write(backbone, fold, noise, seed=0):
         rng = np.random.default_rng(seed)
-        out = spec.run_dir(backbone, fold)
+        out = run_of(spec, backbone, fold).path
         out.mkdir(parents=True)
         val = fold_of == fold
         truth = np.eye(2)[data.y[val].astype(int)]
@@ -97,7 +98,8 @@ def test_no_runs_and_stale_runs_are_clear_errors(runs):
     with pytest.raises(KitError, match="no finished runs of vgg16, resnet50, xception under .*make fold=0"):
         load_members(spec, data)
     write("vgg16", 0, 0.1)
-    test = pd.read_csv(spec.run_dir("vgg16", 0) / "test.csv")
-    test.iloc[:-1].to_csv(spec.run_dir("vgg16", 0) / "test.csv", index=False)
+    run = run_of(spec, "vgg16", 0)
+    test = pd.read_csv(run.test)
+    test.iloc[:-1].to_csv(run.test, index=False)
     with pytest.raises(KitError, match="was trained on other data .* force=1"):
         load_members(spec, data)

@@ -1,12 +1,12 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import spec_file, write_competition
 
 from kit import KitError
 from kit.config import load_spec
 from kit.data import Data, load_data
 from kit.folds import load_folds, make_folds
+from tests.helpers import spec_file, write_competition
 
 
 def _data(y, groups=None):

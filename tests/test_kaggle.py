@@ -3,13 +3,12 @@ import io
 import zipfile
 
 import pytest
-from kaggle_server import kaggle_server  # noqa: F401
 
 from kit import KitError
 from kit.kaggle_client import download, submit
 
 
-def test_submit_sends_the_file_through_the_three_step_upload(kaggle_server, tmp_path):  # noqa: F811
+def test_submit_sends_the_file_through_the_three_step_upload(kaggle_server, tmp_path):
     csv = tmp_path / "sub.csv"
     csv.write_bytes(b"id,label\n1,0.25\n2,0.75\n")
     message, ref = submit("dogs-vs-cats-redux-kernels-edition", csv, "3 backbones x 5 folds")
@@ -30,7 +29,7 @@ def test_submit_sends_the_file_through_the_three_step_upload(kaggle_server, tmp_
     (404, {}, "Kaggle refused the submission: 404 Client Error: Not Found (check the competition or kernel name)"),
     (500, {}, "Kaggle refused the submission: 500 Server Error"),
 ])
-def test_a_refusal_is_one_clear_line_and_the_file_is_kept(kaggle_server, tmp_path, status, body, expected):  # noqa: F811
+def test_a_refusal_is_one_clear_line_and_the_file_is_kept(kaggle_server, tmp_path, status, body, expected):
     kaggle_server.replies["StartSubmissionUpload"] = (status, body, {})
     csv = tmp_path / "sub.csv"
     csv.write_text("id,label\n1,0.5\n")
@@ -49,7 +48,7 @@ def _zip(files):
     return buffer.getvalue()
 
 
-def test_download_unzips_the_archive_and_the_archives_inside_it(kaggle_server, tmp_path):  # noqa: F811
+def test_download_unzips_the_archive_and_the_archives_inside_it(kaggle_server, tmp_path):
     inner = _zip({"train/cat.1.jpg": b"jpeg bytes", "train/dog.1.jpg": b"more"})
     kaggle_server.files["/files/dvc.zip"] = _zip({"train.zip": inner, "sample_submission.csv": b"id,label\n1,0.5\n"})
     kaggle_server.replies["DownloadDataFiles"] = (302, b"", {"Location": "http://localhost/files/dvc.zip"})
@@ -61,7 +60,7 @@ def test_download_unzips_the_archive_and_the_archives_inside_it(kaggle_server, t
     assert len([m for m in kaggle_server.methods() if m == "DownloadDataFiles"]) == 1
 
 
-def test_a_refused_download_leaves_no_half_folder(kaggle_server, tmp_path):  # noqa: F811
+def test_a_refused_download_leaves_no_half_folder(kaggle_server, tmp_path):
     kaggle_server.replies["DownloadDataFiles"] = (403, {"code": 403, "message": "Permission 'competitions.get' was denied"}, {})
     with pytest.raises(KitError, match="Kaggle refused the download: Permission 'competitions.get' was denied"):
         download("secret", tmp_path / "data" / "secret")

@@ -10,13 +10,15 @@ import h5py
 import keras
 import pandas as pd
 import pytest
-from conftest import ROOT, spec_file, write_competition
-from kaggle_server import kaggle_server  # noqa: F401
 
 from kit import KitError
 from kit.backbones import BACKBONES
+from kit.bundle import build_bundle
 from kit.config import load_spec
-from kit.kernel import build_bundle, kaggle_user, resolve_weights
+from kit.env import resolve_weights
+from kit.kaggle_client import kaggle_user
+from kit.runs import run_of
+from tests.helpers import ROOT, spec_file, write_competition
 
 KEY = "0123456789abcdef0123456789abcdef"  # the stand-in server's dummy token key
 
@@ -114,10 +116,12 @@ def test_bundle_metadata_is_push_ready_and_carries_no_credentials(tmp_path, monk
         "competition_sources": ["tiny"], "kernel_sources": [], "model_sources": []}
     text = "".join(p.read_text() for p in folder.iterdir())
     assert KEY not in text and "tester/" in text
+    assert "'kit/train.py'" in text and "'kit/bench.py'" not in text  # only what a kernel runs
     with pytest.raises(KitError, match="weights: .* is a local file a kernel cannot see"):
         build_bundle(load_spec(str(spec_file(tmp_path, weights=str(folder / "kernel.py")))), "vgg16", 0, "tester")
 
 
+@pytest.mark.slow
 def test_the_bundle_runs_as_a_kernel_with_only_its_embedded_code(tmp_path):
     """Built here, then run in a simulated kernel (a fake /kaggle, no network, no credentials):
     the embedded kit trains the fold on the attached data with the folds made here."""
@@ -149,11 +153,11 @@ def _finished_run(folder, ids, test_ids):
     folder.mkdir(parents=True)
     pd.DataFrame({"id": ids, "a": 0.7, "b": 0.3}).to_csv(folder / "oof.csv", index=False)
     pd.DataFrame({"id": test_ids, "a": 0.6, "b": 0.4}).to_csv(folder / "test.csv", index=False)
-    pd.DataFrame({"epoch": [1], "phase": ["head"], "lr": [0.01], "loss": [0.7], "metric": [0.5],
-                  "val_loss": [0.69], "val_metric": [0.5]}).to_csv(folder / "history.csv", index=False)
+    pd.DataFrame({"epoch": [1], "phase": ["head"], "lr": [0.01], "loss": [0.7], "accuracy": [0.5],
+                  "val_loss": [0.69], "val_accuracy": [0.5]}).to_csv(folder / "history.csv", index=False)
 
 
-def test_fan_out_push_status_and_collect_through_the_real_client(kaggle_server, tmp_path, capsys):  # noqa: F811
+def test_fan_out_push_status_and_collect_through_the_real_client(kaggle_server, tmp_path, capsys):
     write_competition(tmp_path / "data")
     spec = load_spec(str(spec_file(tmp_path, backbones=["vgg16"])))
     from kit.remote import collect, push_all, status
@@ -183,7 +187,7 @@ def test_fan_out_push_status_and_collect_through_the_real_client(kaggle_server, 
         "files": [{"url": f"http://localhost/out/{n}", "fileName": n} for n in files] if body["kernelSlug"].endswith("0") else [],
         "log": json.dumps([{"stream_name": "stderr", "time": 1.0, "data": "Traceback ...\nValueError: boom\n"}])}, {})
     collect(spec)
-    run = spec.run_dir("vgg16", 0)
+    run = run_of(spec, "vgg16", 0).path
     assert (run / "oof.csv").read_bytes() == (made / "runs/tiny/vgg16/fold0/oof.csv").read_bytes()
     assert "vgg16/fold1: RUNNING" in capsys.readouterr().out
 
@@ -195,7 +199,7 @@ def test_fan_out_push_status_and_collect_through_the_real_client(kaggle_server, 
     assert (run / "oof.csv").is_file()  # a finished fold is never lost
 
 
-def test_a_refused_push_is_one_clear_line(kaggle_server, tmp_path):  # noqa: F811
+def test_a_refused_push_is_one_clear_line(kaggle_server, tmp_path):
     write_competition(tmp_path / "data")
     spec = load_spec(str(spec_file(tmp_path)))
     kaggle_server.replies["SaveKernel"] = (200, {"ref": "", "url": "", "error": "Notebook title is taken"}, {})

@@ -42,6 +42,7 @@ def test_tta_averages_the_model_over_the_views(tmp_path):
     np.testing.assert_allclose(both, pixels.mean((1, 2, 3)), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_predict_again_with_tta_rewrites_only_the_predictions(tiny):
     from kit.predict import predict_fold
     from kit.train import run_fold
@@ -57,6 +58,7 @@ def test_predict_again_with_tta_rewrites_only_the_predictions(tiny):
     assert (out / "model.keras").read_bytes() == model_bytes
 
 
+@pytest.mark.slow
 def test_predict_again_with_an_unreadable_test_image_names_it_and_keeps_the_predictions(tiny, tmp_path):
     from kit import KitError
     from kit.predict import predict_fold

@@ -1,18 +1,20 @@
 """The MirroredStrategy path, on a CPU split into two logical devices (in a fresh process:
 devices can only be configured before TensorFlow starts)."""
+import os
 import subprocess
 import sys
 import textwrap
 
-from conftest import ROOT, spec_file, write_competition
+import pytest
+
+from tests.helpers import ROOT, spec_file, write_competition
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_trains_a_fold_on_two_logical_cpus(tmp_path):
     write_competition(tmp_path / "data")
     spec = spec_file(tmp_path, strategy="mirrored", batch_size=4)
     script = textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(ROOT)!r})
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -20,13 +22,15 @@ def test_mirrored_strategy_trains_a_fold_on_two_logical_cpus(tmp_path):
         from kit.train import run_fold
         run_fold(load_spec({str(spec)!r}), "vgg16", 0)
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr[-3000:]
     log = (tmp_path / "runs" / "tiny" / "vgg16" / "fold0" / "log.txt").read_text()
     assert "2 replica(s) (MirroredStrategy), batch 4 per device (8 in all)" in log
     assert (tmp_path / "runs" / "tiny" / "vgg16" / "fold0" / "test.csv").is_file()
 
 
+@pytest.mark.slow
 def test_mixed_precision_computes_the_base_in_bfloat16_and_the_head_in_float32(tiny):
     import keras
     import numpy as np
@@ -43,6 +47,7 @@ def test_mixed_precision_computes_the_base_in_bfloat16_and_the_head_in_float32(t
     np.testing.assert_allclose(pd.read_csv(out / "test.csv")[["a", "b"]].sum(1), 1, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_xla_compiles_the_training_step(tiny, recwarn):
     from tensorflow.python.framework import config as tf_config
 

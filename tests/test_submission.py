@@ -3,12 +3,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import spec_file, write_competition
 
 from kit import KitError
 from kit.config import load_spec
 from kit.data import load_data
 from kit.submission import check, frame, problems, submission_format, write
+from tests.helpers import spec_file, write_competition
 
 
 def _spec(tmp_path, **keys):

@@ -4,12 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import write_competition
 
 from kit import KitError
 from kit.backbones import BACKBONES
 from kit.model import build_model
 from kit.train import run_fold
+from tests.helpers import write_competition
 
 HEAD = {"name": "head", "trainable": "none", "epochs": 2, "lr": 1e-2, "patience": 0}
 
@@ -29,12 +29,14 @@ def _trained(out):
     return model, model.get_layer("base").base
 
 
+@pytest.mark.slow
 def test_one_fold_writes_every_artefact(tiny):
     spec = tiny()
     out = run_fold(spec, "vgg16", 1)
     assert out == spec.runs_path / "vgg16" / "fold1"
     history = pd.read_csv(out / "history.csv")
-    assert list(history.columns) == ["epoch", "phase", "lr", "loss", "metric", "val_loss", "val_metric"]
+    # the competition's metric is accuracy here: Keras' (argmax) accuracy is the same thing, kept once
+    assert list(history.columns) == ["epoch", "phase", "lr", "loss", "accuracy", "val_loss", "val_accuracy"]
     assert history["epoch"].tolist() == [1, 2] and history["phase"].tolist() == ["head", "finetune"]
     assert history["lr"].tolist() == pytest.approx([1e-3, 1e-4])
     folds = pd.read_csv(spec.runs_path / "folds.csv", dtype=str)
@@ -48,11 +50,29 @@ def test_one_fold_writes_every_artefact(tiny):
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     model, _ = _trained(out)  # the saved model takes raw RGB and reproduces the test predictions
     assert (out / "model.keras").stat().st_size < 1.05 * 4 * model.count_params()  # no optimizer state
-    from kit.data import read_rgb
+    from kit.decode import read_rgb
     x = np.stack([read_rgb(p, 32) for p in sorted((spec.data_path / "test").iterdir())]).astype(np.float32)
     np.testing.assert_allclose(model.predict(x, verbose=0), test[["a", "b"]].to_numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
+def test_history_holds_the_competitions_metric_of_each_epochs_validation_predictions(tiny):
+    """The best epoch's val_<metric> is the score of the OOF predictions (its weights, no TTA)."""
+    from kit.metrics import spec_score
+
+    spec = tiny(schedule=[{**HEAD, "epochs": 3, "lr": 3e-2}], task="binary", metric="log_loss")
+    out = run_fold(spec, "vgg16", 0)
+    history = pd.read_csv(out / "history.csv")
+    assert list(history.columns) == ["epoch", "phase", "lr", "loss", "binary_accuracy", "val_loss",
+                                     "val_binary_accuracy", "val_log_loss"]
+    oof = pd.read_csv(out / "oof.csv")
+    y = (oof["id"].str[2:].astype(int) % 2).to_numpy()  # conftest labels images a, b, a, b, ...
+    best = history.loc[history["val_loss"].idxmin()]
+    assert best["val_log_loss"] == pytest.approx(spec_score(spec, y, oof["b"].to_numpy()), rel=1e-5)
+    assert history["val_log_loss"].nunique() == 3  # a score per epoch, not one repeated
+
+
+@pytest.mark.slow
 def test_finished_fold_is_kept_unless_forced(tiny, capsys):
     spec = tiny(schedule=[{**HEAD, "epochs": 1}])
     out = run_fold(spec, "vgg16", 0)
@@ -64,6 +84,7 @@ def test_finished_fold_is_kept_unless_forced(tiny, capsys):
     assert (out / "test.csv").stat().st_mtime_ns != stamp
 
 
+@pytest.mark.slow
 def test_same_seed_same_predictions(tiny, tmp_path):
     spec = tiny()
     first = pd.read_csv(run_fold(spec, "resnet50", 0) / "oof.csv")
@@ -71,6 +92,7 @@ def test_same_seed_same_predictions(tiny, tmp_path):
     pd.testing.assert_frame_equal(first, pd.read_csv(run_fold(again, "resnet50", 0) / "oof.csv"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cached", [True, False])
 def test_head_phase_leaves_the_base_bitwise_unchanged(tiny, cached):
     spec = tiny(schedule=[HEAD], feature_cache=cached)
@@ -82,6 +104,7 @@ def test_head_phase_leaves_the_base_bitwise_unchanged(tiny, cached):
     assert not np.array_equal(head0[0], head[0])
 
 
+@pytest.mark.slow
 def test_top_k_changes_only_its_blocks(tiny):
     spec = tiny(schedule=[{"name": "ft", "trainable": "top:1", "epochs": 2, "lr": 1e-3, "patience": 0}])
     _, base0 = _initial(spec, "vgg16", 32)
@@ -91,6 +114,7 @@ def test_top_k_changes_only_its_blocks(tiny):
         assert changed == layer.name.startswith("block5_conv"), layer.name
 
 
+@pytest.mark.slow
 def test_batchnorm_statistics_never_move_while_gamma_and_beta_train(tiny):
     spec = tiny(schedule=[{"name": "all", "trainable": "all", "epochs": 1, "lr": 1e-3, "patience": 0}],
                 batch_size=4)
@@ -107,6 +131,7 @@ def test_batchnorm_statistics_never_move_while_gamma_and_beta_train(tiny):
     assert gammas_moved == len(norms)
 
 
+@pytest.mark.slow
 def test_epochs_continue_across_phases_and_early_stopping_ends_a_phase(tiny):
     schedule = [{**HEAD, "epochs": 3, "lr": 1e-3},
                 # A learning rate this high wrecks the model: early stopping ends the phase after
@@ -132,12 +157,14 @@ def test_epochs_continue_across_phases_and_early_stopping_ends_a_phase(tiny):
     assert loss == pytest.approx(best, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_warmup_and_cosine_shape_the_learning_rate(tiny):
     spec = tiny(schedule=[{**HEAD, "epochs": 4, "lr": 1e-3, "warmup": 1, "decay": "cosine"}])
     lr = pd.read_csv(run_fold(spec, "vgg16", 0) / "history.csv")["lr"].tolist()
     assert lr == pytest.approx([5e-4, 1e-3, 1e-3 * 0.75, 1e-3 * 0.25])
 
 
+@pytest.mark.slow
 def test_unreadable_training_images_are_skipped_and_counted(tiny):
     spec = tiny(schedule=[{**HEAD, "epochs": 1}])
     (spec.data_path / "train" / "tr005.png").write_bytes(b"\x89PNG broken")
@@ -161,12 +188,14 @@ def test_fold_out_of_range_and_unknown_backbone(tiny):
         run_fold(tiny(), "vgg61", 0)
 
 
+@pytest.mark.slow
 def test_image_size_never_goes_below_the_backbones_minimum(tiny):
     spec = tiny(schedule=[{**HEAD, "epochs": 1}], image_size=32)
     config = yaml.safe_load((run_fold(spec, "xception", 0) / "config.yaml").read_text())
     assert config["image_size"] == BACKBONES["xception"].min_size == 71
 
 
+@pytest.mark.slow
 def test_multilabel_and_binary_tasks_train(tmp_path, tiny):
     spec = tiny(schedule=[{**HEAD, "epochs": 1}], task="binary", metric="log_loss")
     assert list(pd.read_csv(run_fold(spec, "vgg16", 0) / "test.csv").columns) == ["id", "b"]
@@ -180,6 +209,7 @@ def test_multilabel_and_binary_tasks_train(tmp_path, tiny):
     assert list(test.columns) == ["id", "a", "b", "c"] and not np.allclose(test[["a", "b", "c"]].sum(1), 1)
 
 
+@pytest.mark.slow
 def test_a_new_backbone_is_one_registry_entry(tiny, monkeypatch):
     """The README's example entry, and nothing else, adds EfficientNetB0."""
     from kit.backbones import Backbone

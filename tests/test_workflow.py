@@ -6,8 +6,8 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import ROOT, spec_file, write_competition
-from kaggle_server import kaggle_server  # noqa: F401
+
+from tests.helpers import ROOT, spec_file, write_competition
 
 
 def kit(*args, cwd, env=None):
@@ -28,6 +28,7 @@ def finished(tmp_path_factory):
     return root, spec, result.stdout
 
 
+@pytest.mark.slow
 def test_all_trains_every_run_then_reports_cv_and_writes_a_valid_submission(finished):
     root, spec, out = finished
     runs = root / "runs" / "tiny"
@@ -47,6 +48,7 @@ def test_all_trains_every_run_then_reports_cv_and_writes_a_valid_submission(fini
     assert result.returncode == 0 and "valid (8 rows, columns id, a, b, c)" in result.stdout
 
 
+@pytest.mark.slow
 def test_weighted_ensemble_reports_its_weights_and_cv_reads_runs_as_they_are(finished):
     root, spec, _ = finished
     result = kit("ensemble", f"competition={spec}", "method=weighted", cwd=root)
@@ -65,6 +67,7 @@ def test_weighted_ensemble_reports_its_weights_and_cv_reads_runs_as_they_are(fin
     (["ensemble", "backbones=xception"], "error: no finished runs of xception under"),
     (["validate", "file=nowhere.csv"], "error: no submission file at nowhere.csv"),
 ])
+@pytest.mark.slow
 def test_ensemble_and_validate_refuse_clearly(finished, args, message):
     root, spec, _ = finished
     result = kit(*args, f"competition={spec}", cwd=root)
@@ -72,6 +75,7 @@ def test_ensemble_and_validate_refuse_clearly(finished, args, message):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_validate_lists_every_problem_and_nothing_is_overwritten(finished):
     root, spec, _ = finished
     bad = root / "bad.csv"
@@ -87,6 +91,7 @@ def test_validate_lists_every_problem_and_nothing_is_overwritten(finished):
     assert result.returncode == 2 and "not a valid submission" in result.stderr
 
 
+@pytest.mark.slow
 def test_submit_dry_run_shows_what_would_be_sent(finished):
     root, spec, _ = finished
     result = kit("submit", f"competition={spec}", "dry_run=1", "message=first try", cwd=root)
@@ -94,7 +99,8 @@ def test_submit_dry_run_shows_what_would_be_sent(finished):
     assert "dry run: would submit submissions/tiny-" in result.stdout and "'first try'" in result.stdout
 
 
-def test_submit_through_the_real_client(finished, kaggle_server):  # noqa: F811
+@pytest.mark.slow
+def test_submit_through_the_real_client(finished, kaggle_server):
     root, spec, _ = finished
     [csv] = (root / "submissions").glob("tiny-*-mean.csv")
     result = kit("submit", f"competition={spec}", f"file={csv}", cwd=root, env=os.environ)

@@ -1,0 +1,140 @@
+"""Push-ready Kaggle kernel bundles: one fold x backbone as one self-contained script (the kit's
+modules it runs, embedded) and its kernel-metadata.json, under runs/<slug>/kernels/.
+
+The script writes the embedded files to a temporary folder and enters the kit through
+`kit.cli.run_bundle`, so it runs on Kaggle's Python image without pip or internet.
+"""
+import ast
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+from kit import KitError
+from kit.config import check_backbone, check_fold, dump
+from kit.data import load_data
+from kit.files import write_text
+from kit.folds import load_folds
+from kit.runs import folds_file, kernels_dir
+
+KIT = Path(__file__).resolve().parent
+METADATA = "kernel-metadata.json"  # beside kernel.py, as `kaggle kernels push` reads them
+
+
+def kit_imports(module, inside_functions=True):
+    """The kit modules that `module` (e.g. "kit.train") imports, by reading its source."""
+    tree = ast.parse(_file(module).read_text())
+    found = set()
+    for node in ast.walk(tree) if inside_functions else tree.body:
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "kit"}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "kit":
+            found.add(node.module)
+            if node.module == "kit":  # `from kit import kaggle_client` names a module
+                found |= {f"kit.{a.name}" for a in node.names if (KIT / f"{a.name}.py").is_file()}
+    return found
+
+
+def _file(module):
+    return KIT / "__init__.py" if module == "kit" else KIT / f"{module.removeprefix('kit.')}.py"
+
+
+def kernel_modules(command):
+    """The kit modules a kernel running `command` (a module such as "kit.train") needs: what the
+    command line imports up front (each of its commands imports its own, when it runs) and
+    everything the command imports."""
+    seen, todo = {"kit.cli"}, kit_imports("kit.cli", inside_functions=False) | {command}
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo |= kit_imports(module)
+    return sorted(seen)
+
+
+def slugify(text):
+    """How Kaggle turns a kernel title into its slug."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def bundle_dir(spec, backbone, fold):
+    return kernels_dir(spec) / f"{backbone}-fold{fold}"
+
+
+def bundles(spec):
+    """(backbone, fold, kernel id) of every bundle built for the competition."""
+    found = []
+    for meta in sorted(kernels_dir(spec).glob(f"*-fold*/{METADATA}")):
+        backbone, _, fold = meta.parent.name.rpartition("-fold")
+        found.append((backbone, int(fold), kernel_id(meta.parent)))
+    if not found:
+        raise KitError(f"no kernels of {spec.slug} under {kernels_dir(spec)}: make kernels first")
+    return found
+
+
+def build_bundle(spec, backbone, fold, user):
+    """runs/<slug>/kernels/<backbone>-fold<K>/: kernel.py (the kit embedded) and
+    kernel-metadata.json, ready for `kaggle kernels push`."""
+    check_backbone(backbone)
+    check_fold(spec, fold)
+    if spec.weights not in (None, "imagenet") and not str(spec.weights).startswith("/kaggle/input/"):
+        raise KitError(f"weights: {spec.weights} is a local file a kernel cannot see: attach it as a "
+                       f"dataset (kernel_datasets) and use weights: imagenet or its /kaggle/input/... path")
+    files = {f"kit/{_file(m).name}": _file(m).read_text() for m in kernel_modules("kit.train")}
+    # Where run_bundle finds the spec, the folds and an albumentations file, inside the bundle.
+    where = {"spec": f"competitions/{spec.slug}.yaml", "folds": None, "augment": None}
+    portable = dataclasses.replace(spec, data_dir="", runs_dir="runs")
+    if isinstance(spec.augment, str):  # an albumentations file travels inside the bundle
+        where["augment"] = "augment" + Path(spec.augment).suffix
+        files[where["augment"]] = Path(spec.augment).read_text()
+    files[where["spec"]] = dump(portable)
+    if spec.source != "synthetic":  # the kernel trains on the folds every other run uses
+        load_folds(spec, load_data(spec))
+        where["folds"] = "folds.csv"
+        files[where["folds"]] = folds_file(spec).read_text()
+    title = f"{spec.slug[:50 - len(backbone) - 10]} {backbone} fold{fold}"
+    args = ["train", f"backbone={backbone}", f"fold={fold}"]
+    folder = bundle_dir(spec, backbone, fold)
+    write_text(folder / "kernel.py", _script(title, spec.slug, files, args, where))
+    metadata = {
+        "id": f"{user}/{slugify(title)}", "title": title, "code_file": "kernel.py", "language": "python",
+        "kernel_type": "script", "is_private": True, "enable_gpu": spec.kernel_gpu, "enable_tpu": False,
+        "enable_internet": spec.kernel_internet, "dataset_sources": spec.kernel_datasets,
+        "competition_sources": [spec.slug] if spec.source == "kaggle" else [],
+        "kernel_sources": [], "model_sources": [],
+    }
+    write_text(folder / METADATA, json.dumps(metadata, indent=1) + "\n")
+    return folder
+
+
+def kernel_id(folder):
+    """The id (user/slug) of the kernel a bundle folder pushes."""
+    return json.loads((Path(folder) / METADATA).read_text())["id"]
+
+
+def _script(title, slug, files, args, where):
+    body = "".join(f"    {name!r}: {text!r},\n" for name, text in files.items())
+    return f'''"""{title}: generated by kit (`make kernel`); trains on the competition {slug!r}.
+
+The kit's code is embedded below, so this runs on Kaggle's Python image without pip or internet.
+Outputs: /kaggle/working/runs/{slug}/...
+"""
+import os
+import sys
+import tempfile
+
+FILES = {{
+{body}}}
+ARGS = {args!r}
+
+home = tempfile.mkdtemp(prefix="kit-")
+for name, text in FILES.items():
+    path = os.path.join(home, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+sys.path.insert(0, home)
+from kit.cli import run_bundle  # noqa: E402
+
+sys.exit(run_bundle(home, ARGS, **{where!r}))
+'''

@@ -1,0 +1,91 @@
+"""Where the kit runs: on a machine of the user's, or inside a Kaggle kernel.
+
+Inside a kernel (KAGGLE_KERNEL_RUN_TYPE is set, or /kaggle/input exists) the competition's data
+is found under /kaggle/input (`<slug>` or `competitions/<slug>`), outputs go to
+/kaggle/working, and ImageNet weights come from the Keras cache or an attached dataset: code
+competitions run with the internet off. KIT_KAGGLE_ROOT stands in for /kaggle (tests).
+"""
+import dataclasses
+import os
+from pathlib import Path
+
+from kit import KitError
+
+ROOT_VARIABLE = "KIT_KAGGLE_ROOT"
+
+
+def kaggle_root():
+    return Path(os.environ.get(ROOT_VARIABLE) or "/kaggle")
+
+
+def in_kernel():
+    return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE")) or (kaggle_root() / "input").is_dir()
+
+
+def kernel_paths(spec):
+    """Inside a kernel, the default data and runs folders become /kaggle/input/... and
+    /kaggle/working/runs; folders the spec or command line names are kept."""
+    if not in_kernel():
+        return spec
+    working = kaggle_root() / "working"
+    changes = {"runs_dir": str(working / "runs")} if spec.runs_dir == "runs" else {}
+    if not spec.data_dir:
+        synthetic = spec.source == "synthetic"
+        changes["data_dir"] = str(working / "data" / spec.slug if synthetic else find_data(spec.slug))
+    return dataclasses.replace(spec, **changes)
+
+
+def find_data(slug):
+    inputs = kaggle_root() / "input"
+    for candidate in (inputs / slug, inputs / "competitions" / slug):
+        if candidate.is_dir():
+            return candidate
+    attached = ", ".join(_attached(inputs)) or "nothing"
+    raise KitError(f"competition {slug} is not attached to this kernel: no {inputs / slug} or "
+                   f"{inputs / 'competitions' / slug} (attached: {attached}); add it to the kernel's inputs")
+
+
+def _attached(inputs):
+    """What a kernel has under /kaggle/input, with the competitions/ and datasets/<owner>/
+    layers of Kaggle's newer layout looked into."""
+    if not inputs.is_dir():
+        return []
+    found = []
+    for p in sorted(inputs.iterdir()):
+        if p.name == "competitions":
+            found += [f"competitions/{c.name}" for c in sorted(p.iterdir())]
+        elif p.name == "datasets":
+            found += [f"datasets/{o.name}/{d.name}" for o in sorted(p.iterdir()) for d in sorted(o.iterdir())]
+        else:
+            found.append(p.name)
+    return found
+
+
+def keras_caches():
+    """Where keras.utils.get_file keeps downloads: $KERAS_HOME or ~/.keras, else /tmp/.keras."""
+    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    return [home / "models", Path("/tmp/.keras/models")]
+
+
+def resolve_weights(weights, entry):
+    """`imagenet` as Keras takes it when its file is in the cache (Keras then needs no network),
+    else the path of a copy attached under /kaggle/input, else `imagenet` (Keras downloads it)."""
+    if weights != "imagenet" or any((c / entry.weights_file).is_file() for c in keras_caches()):
+        return weights
+    inputs = kaggle_root() / "input"
+    for folder, subfolders, files in os.walk(inputs):
+        if entry.weights_file in files:
+            return str(Path(folder) / entry.weights_file)
+        if len(Path(folder).relative_to(inputs).parts) >= 4:  # weights sit near a dataset's top
+            subfolders.clear()
+    return weights
+
+
+def missing_weights(backbone, entry, reason):
+    """The error when Keras could not download the weights (no internet)."""
+    caches = " or ".join(str(c) for c in keras_caches())
+    why = reason.splitlines()[0][-80:]
+    return (f"{backbone}: no ImageNet weights: {entry.weights_file} is not in the Keras cache ({caches}) "
+            f"nor under {kaggle_root() / 'input'}, and downloading it failed ({why}). "
+            f"Attach a dataset holding it (e.g. the public keras-pretrained-models; spec key "
+            f"kernel_datasets), or set weights: <path of the file>")
