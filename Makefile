@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 .PHONY: train demo all predict cv ensemble validate download submit kernel push kernels status collect \
-	bench folds spec test test-fast lint install help
+	release publish inference-kernel submit-code infer bench folds spec test test-fast lint install help
 
 train: $(VENV)/.installed ## train one fold of one backbone: make fold=0 backbone=xception [competition=demo]
 	$(PY) -m kit train $(ARGS)
@@ -62,6 +62,21 @@ status: $(VENV)/.installed ## the state of each pushed kernel
 collect: $(VENV)/.installed ## finished kernels' outputs into runs/<slug>/ (then make cv, make ensemble)
 	$(PY) -m kit collect $(ARGS)
 
+release: $(VENV)/.installed ## code competitions: the ensemble as runs/<slug>/release/: make release method=weighted [members=a,b]
+	$(PY) -m kit release $(ARGS)
+
+publish: $(VENV)/.installed ## the release as the Kaggle dataset <user>/<slug>-models (created, then new versions)
+	$(PY) -m kit publish $(ARGS)
+
+inference-kernel: $(VENV)/.installed ## the offline kernel writing submission.csv: runs/<slug>/kernels/inference/
+	$(PY) -m kit inference-kernel $(ARGS)
+
+submit-code: $(VENV)/.installed ## push it, wait for COMPLETE, submit that version: make submit-code message="..."
+	$(PY) -m kit submit-code $(ARGS)
+
+infer: $(VENV)/.installed ## what the inference kernel does, here: the release on data/<slug>'s test images
+	$(PY) -m kit infer $(ARGS)
+
 bench: $(VENV)/.installed ## speed and memory against the kit's targets: table + runs/bench/bench.csv
 	$(PY) -m kit bench $(ARGS)
 
@@ -83,4 +98,4 @@ lint: $(VENV)/.installed ## ruff
 install: $(VENV)/.installed ## create .venv and install the kit (done by any target on first use)
 
 help: ## this list
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | awk -F'\t' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | awk -F'\t' '{printf "  make %-16s %s\n", $$1, $$2}'

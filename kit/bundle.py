@@ -1,5 +1,6 @@
-"""Push-ready Kaggle kernel bundles: one fold x backbone as one self-contained script (the kit's
-modules it runs, embedded) and its kernel-metadata.json, under runs/<slug>/kernels/.
+"""Push-ready Kaggle kernel bundles under runs/<slug>/kernels/: one fold x backbone to train, or
+the inference of a release for a code competition; each one self-contained script (the kit's
+modules it runs, embedded) and its kernel-metadata.json.
 
 The script writes the embedded files to a temporary folder and enters the kit through
 `kit.cli.run_bundle`, so it runs on Kaggle's Python image without pip or internet.
@@ -15,9 +16,11 @@ from kit.config import check_backbone, check_fold, dump
 from kit.data import load_data
 from kit.files import write_text
 from kit.folds import load_folds
+from kit.release import dataset_id
 from kit.runs import folds_file, kernels_dir
 
 KIT = Path(__file__).resolve().parent
+COMMAND_LINE = ("kit.cli", "kit.kaggle_commands")  # their commands import lazily, when they run
 METADATA = "kernel-metadata.json"  # beside kernel.py, as `kaggle kernels push` reads them
 
 
@@ -41,14 +44,14 @@ def _file(module):
 
 def kernel_modules(command):
     """The kit modules a kernel running `command` (a module such as "kit.train") needs: what the
-    command line imports up front (each of its commands imports its own, when it runs) and
+    command line's modules import up front (each command imports its own when it runs) and
     everything the command imports."""
-    seen, todo = {"kit.cli"}, kit_imports("kit.cli", inside_functions=False) | {command}
+    seen, todo = set(), {"kit.cli", command}
     while todo:
         module = todo.pop()
         if module not in seen:
             seen.add(module)
-            todo |= kit_imports(module)
+            todo |= kit_imports(module, inside_functions=module not in COMMAND_LINE)
     return sorted(seen)
 
 
@@ -73,35 +76,50 @@ def bundles(spec):
 
 
 def build_bundle(spec, backbone, fold, user):
-    """runs/<slug>/kernels/<backbone>-fold<K>/: kernel.py (the kit embedded) and
-    kernel-metadata.json, ready for `kaggle kernels push`."""
+    """runs/<slug>/kernels/<backbone>-fold<K>/: a kernel training one fold of one backbone."""
     check_backbone(backbone)
     check_fold(spec, fold)
     if spec.weights not in (None, "imagenet") and not str(spec.weights).startswith("/kaggle/input/"):
         raise KitError(f"weights: {spec.weights} is a local file a kernel cannot see: attach it as a "
                        f"dataset (kernel_datasets) and use weights: imagenet or its /kaggle/input/... path")
-    files = {f"kit/{_file(m).name}": _file(m).read_text() for m in kernel_modules("kit.train")}
-    # Where run_bundle finds the spec, the folds and an albumentations file, inside the bundle.
-    where = {"spec": f"competitions/{spec.slug}.yaml", "folds": None, "augment": None}
+    files, where = {}, {}
     portable = dataclasses.replace(spec, data_dir="", runs_dir="runs")
     if isinstance(spec.augment, str):  # an albumentations file travels inside the bundle
         where["augment"] = "augment" + Path(spec.augment).suffix
         files[where["augment"]] = Path(spec.augment).read_text()
-    files[where["spec"]] = dump(portable)
     if spec.source != "synthetic":  # the kernel trains on the folds every other run uses
         load_folds(spec, load_data(spec))
         where["folds"] = "folds.csv"
         files[where["folds"]] = folds_file(spec).read_text()
     title = f"{spec.slug[:50 - len(backbone) - 10]} {backbone} fold{fold}"
     args = ["train", f"backbone={backbone}", f"fold={fold}"]
-    folder = bundle_dir(spec, backbone, fold)
+    metadata = {"enable_internet": spec.kernel_internet, "dataset_sources": spec.kernel_datasets}
+    return _write(portable, bundle_dir(spec, backbone, fold), title, "kit.train", args, files, where,
+                  user, metadata)
+
+
+def build_inference_bundle(spec, user):
+    """runs/<slug>/kernels/inference/: the code-competition kernel. It reads the models dataset
+    (`make publish`) and writes /kaggle/working/submission.csv; the internet stays off."""
+    portable = dataclasses.replace(spec, data_dir="", runs_dir="runs", weights=None, augment=[])
+    metadata = {"enable_internet": False,  # the client's default is on; a code competition's re-run is off
+                "dataset_sources": [dataset_id(spec.slug, user), *spec.kernel_datasets]}
+    return _write(portable, kernels_dir(spec) / "inference", f"{spec.slug[:40]} inference", "kit.infer",
+                  ["infer"], {}, {}, user, metadata)
+
+
+def _write(spec, folder, title, command, args, files, where, user, metadata):
+    """kernel.py (the modules `command` needs, the spec, `files`) and kernel-metadata.json in
+    `folder`, ready for `kaggle kernels push`. `where`: what run_bundle finds in `files`."""
+    files = {**{f"kit/{_file(m).name}": _file(m).read_text() for m in kernel_modules(command)}, **files}
+    where = {"spec": f"competitions/{spec.slug}.yaml", **where}
+    files[where["spec"]] = dump(spec)
     write_text(folder / "kernel.py", _script(title, spec.slug, files, args, where))
     metadata = {
         "id": f"{user}/{slugify(title)}", "title": title, "code_file": "kernel.py", "language": "python",
         "kernel_type": "script", "is_private": True, "enable_gpu": spec.kernel_gpu, "enable_tpu": False,
-        "enable_internet": spec.kernel_internet, "dataset_sources": spec.kernel_datasets,
         "competition_sources": [spec.slug] if spec.source == "kaggle" else [],
-        "kernel_sources": [], "model_sources": [],
+        "kernel_sources": [], "model_sources": [], **metadata,
     }
     write_text(folder / METADATA, json.dumps(metadata, indent=1) + "\n")
     return folder
@@ -114,7 +132,7 @@ def kernel_id(folder):
 
 def _script(title, slug, files, args, where):
     body = "".join(f"    {name!r}: {text!r},\n" for name, text in files.items())
-    return f'''"""{title}: generated by kit (`make kernel`); trains on the competition {slug!r}.
+    return f'''"""{title}: generated by kit (`make kernel` / `make inference-kernel`), competition {slug!r}.
 
 The kit's code is embedded below, so this runs on Kaggle's Python image without pip or internet.
 Outputs: /kaggle/working/runs/{slug}/...

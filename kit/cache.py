@@ -42,16 +42,25 @@ class CachedImages(Images):
 
 def competition_images(spec, data, size):
     """(train images, test images, {path: reason} of the unreadable training images), kept as the
-    spec says. An unreadable test image is an error: a submission needs every row."""
-    cache = dict(mode=spec.image_cache, folder=cache_dir(spec), limit_mb=spec.cache_mb,
-                 workers=spec.workers)
-    test, bad_test = load_images(data.test["path"], size, **cache)
-    if bad_test:
-        path, reason = next(iter(bad_test.items()))
-        raise KitError(f"{len(bad_test)} test images cannot be read (a submission needs every row), "
-                       f"e.g. {path}: {reason}")
-    train, bad = load_images(data.train["path"], size, **cache)
+    spec says."""
+    test = test_images(spec, data.test, size)
+    train, bad = load_images(data.train["path"], size, **_cache(spec))
     return train, test, bad
+
+
+def test_images(spec, test, size):
+    """The images of a test table, kept as the spec says. An unreadable one is an error: a
+    submission needs every row."""
+    images, bad = load_images(test["path"], size, **_cache(spec))
+    if bad:
+        path, reason = next(iter(bad.items()))
+        raise KitError(f"{len(bad)} test images cannot be read (a submission needs every row), "
+                       f"e.g. {path}: {reason}")
+    return images
+
+
+def _cache(spec):
+    return dict(mode=spec.image_cache, folder=cache_dir(spec), limit_mb=spec.cache_mb, workers=spec.workers)
 
 
 def load_images(paths, size, mode="auto", folder=None, limit_mb=2048, workers=0):

@@ -5,13 +5,25 @@ Every key that is not one of the command's own (competition, fold, backbone, for
 the competition spec: `python -m kit train fold=0 backbone=xception epochs_head=3`.
 """
 import errno
-import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 from kit import KitError
+from kit.kaggle_commands import (
+    cmd_collect,
+    cmd_download,
+    cmd_inference_kernel,
+    cmd_kernel,
+    cmd_kernels,
+    cmd_publish,
+    cmd_push,
+    cmd_release,
+    cmd_status,
+    cmd_submit,
+    cmd_submit_code,
+)
+from kit.options import flag, fold_args, pairs, spec_of, start_tensorflow, submission_file
 
 USAGE = """usage: python -m kit <command> [key=value ...]     (competition=demo unless given)
 
@@ -30,6 +42,11 @@ commands:
   kernels   push one kernel per fold x backbone (finished folds skipped unless force=1)
   status    the state of each pushed kernel
   collect   finished kernels' outputs into runs/<slug>/, as local runs   force=0
+  release   the ensemble as runs/<slug>/release/ (models, recipe, manifest)   method=mean members= user=
+  publish   the release as the Kaggle dataset <user>/<slug>-models (created, then new versions)
+  inference-kernel   runs/<slug>/kernels/inference/: the code-competition kernel   user=
+  submit-code        push it, wait for COMPLETE, submit its submission.csv   message= version= timeout=540
+  infer     predict the current test images with a release   release=<folder> out=<csv>
   bench     speed and memory against the kit's targets; runs/bench/bench.csv   quick=0
   folds     make runs/<slug>/folds.csv
   spec      print the resolved spec
@@ -37,91 +54,27 @@ commands:
 any other key=value overrides the spec (epochs_head=3 image_size=128 weights=null ...)"""
 
 
-def _pairs(args):
-    options = {}
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if not sep or not key:
-            raise KitError(f"expected key=value, got {arg!r}")
-        options[key] = value
-    return options
-
-
-def _int(options, key, default):
-    value = options.pop(key, None)
-    if value in (None, ""):
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise KitError(f"{key}: expected a whole number, got {value!r}") from None
-
-
-def _flag(options, key):
-    return options.pop(key, "0").lower() in ("1", "true", "yes", "on")
-
-
-def _spec(options):
-    from kit.config import load_spec
-
-    return load_spec(options.pop("competition", None) or "demo", options)
-
-
-def _start_tensorflow():
-    """Import TensorFlow and find its devices with file descriptor 2 parked in a temporary file:
-    its C++ start-up messages ignore TF_CPP_MIN_LOG_LEVEL (absl logs them before it is set up).
-    They are shown only if the start fails."""
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            import tensorflow as tf
-
-            tf.config.list_logical_devices()
-        except BaseException:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.buffer.write(sink.read())
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def _fold_args(options):
-    """(spec, backbone, fold): fold=0 and backbone=<the spec's first> unless given, checked before
-    TensorFlow's slow import so that a typo fails at once."""
-    from kit.config import check_backbone, check_fold
-
-    fold, backbone = _int(options, "fold", 0), options.pop("backbone", "")
-    spec = _spec(options)
-    backbone = backbone or spec.backbones[0]
-    check_backbone(backbone)
-    check_fold(spec, fold)
-    return spec, backbone, fold
-
-
 def cmd_train(options):
-    force = _flag(options, "force")
-    spec, backbone, fold = _fold_args(options)
-    _start_tensorflow()
+    force = flag(options, "force")
+    spec, backbone, fold = fold_args(options)
+    start_tensorflow()
     from kit.train import run_fold
 
     run_fold(spec, backbone, fold, force)
 
 
 def cmd_predict(options):
-    spec, backbone, fold = _fold_args(options)
-    _start_tensorflow()
+    spec, backbone, fold = fold_args(options)
+    start_tensorflow()
     from kit.predict import predict_fold
 
     predict_fold(spec, backbone, fold)
 
 
 def cmd_all(options):
-    force = _flag(options, "force")
-    spec = _spec(options)
-    _start_tensorflow()
+    force = flag(options, "force")
+    spec = spec_of(options)
+    start_tensorflow()
     from kit.report import cv_report
     from kit.submission import ensemble_submission
     from kit.train import run_fold
@@ -136,72 +89,27 @@ def cmd_all(options):
 def cmd_cv(options):
     from kit.report import cv_report
 
-    cv_report(_spec(options))
+    cv_report(spec_of(options))
 
 
 def cmd_ensemble(options):
     from kit.submission import ensemble_submission
 
     method = options.pop("method", "mean")
-    ensemble_submission(_spec(options), method)
+    ensemble_submission(spec_of(options), method)
 
 
 def cmd_validate(options):
     file = options.pop("file", "")
-    spec = _spec(options)
+    spec = spec_of(options)
     from kit.data import load_data
     from kit.submission import check
 
-    check(_submission_file(spec, file), spec, load_data(spec))
-
-
-def _submission_file(spec, file):
-    """The file given, or the newest submission of the competition."""
-    if file:
-        return Path(file)
-    found = sorted(Path("submissions").glob(f"{spec.slug}-*.csv"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise KitError(f"no submission of {spec.slug} under submissions/: make ensemble first, or give file=")
-    print(f"file: {found[-1]} (the newest for {spec.slug})")
-    return found[-1]
-
-
-def cmd_download(options):
-    force = _flag(options, "force")
-    spec = _spec(options)
-    if spec.source == "synthetic":
-        print(f"{spec.slug} is generated by the kit on first use: nothing to download")
-        return
-    from kit.kaggle_client import download
-
-    download(spec.slug, spec.data_path, force)
-
-
-def cmd_submit(options):
-    file, message, dry_run = options.pop("file", ""), options.pop("message", ""), _flag(options, "dry_run")
-    spec = _spec(options)
-    from kit.data import load_data
-    from kit.submission import check
-
-    path = _submission_file(spec, file)
-    check(path, spec, load_data(spec))
-    about = path.with_suffix(".json")
-    if not message and about.is_file():
-        made = json.loads(about.read_text())
-        message = f"{made['method']} of {len(made['runs'])} runs, CV {made['metric']} {made['cv']}"
-    message = message or path.name
-    if dry_run:
-        print(f"dry run: would submit {path} ({path.stat().st_size} bytes) to {spec.slug} "
-              f"with message {message!r}")
-        return
-    from kit.kaggle_client import submit
-
-    answer, ref = submit(spec.slug, path, message)
-    print(f"{answer} (submission {ref}); {path} is kept")
+    check(submission_file(spec, file), spec, load_data(spec))
 
 
 def cmd_folds(options):
-    spec = _spec(options)
+    spec = spec_of(options)
     import pandas as pd
 
     from kit.data import load_data
@@ -216,57 +124,36 @@ def cmd_folds(options):
 def cmd_spec(options):
     from kit.config import dump
 
-    print(dump(_spec(options)), end="")
+    print(dump(spec_of(options)), end="")
 
 
-def _kernel_args(options):
-    from kit.kaggle_client import kaggle_user
+def cmd_infer(options):
+    """In a kernel: the attached release, /kaggle/working/submission.csv. Here: runs/<slug>/release,
+    submissions/<slug>-<time>-release.csv. Other keys override the release's spec."""
+    import datetime
 
-    user = options.pop("user", "")
-    return (*_fold_args(options), kaggle_user(user))
+    from kit.env import in_kernel, kaggle_root
+    from kit.release import find_release, release_dir
 
+    folder, out = options.pop("release", ""), options.pop("out", "")
+    spec = spec_of({"competition": options.pop("competition", "")})
+    start_tensorflow()
+    from kit.infer import infer
 
-def cmd_kernel(options):
-    from kit.bundle import build_bundle
-
-    spec, backbone, fold, user = _kernel_args(options)
-    folder = build_bundle(spec, backbone, fold, user)
-    print(f"{folder}: kernel.py and kernel-metadata.json; "
-          f"push with make push fold={fold} backbone={backbone}")
-
-
-def cmd_push(options):
-    from kit.remote import push
-
-    push(*_kernel_args(options))
-
-
-def cmd_kernels(options):
-    from kit.kaggle_client import kaggle_user
-    from kit.remote import push_all
-
-    user, force = options.pop("user", ""), _flag(options, "force")
-    push_all(_spec(options), kaggle_user(user), force)
-
-
-def cmd_status(options):
-    from kit.remote import status
-
-    status(_spec(options))
-
-
-def cmd_collect(options):
-    from kit.remote import collect
-
-    force = _flag(options, "force")
-    collect(_spec(options), force)
+    if in_kernel():  # decoded test images are no output of the notebook: kept out of /kaggle/working
+        options.setdefault("runs_dir", tempfile.mkdtemp(prefix="kit-runs-"))
+    folder = folder or (find_release(spec.slug) if in_kernel() else release_dir(spec))
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = out or (kaggle_root() / "working" / "submission.csv" if in_kernel()
+                  else Path("submissions") / f"{spec.slug}-{stamp}-release.csv")
+    infer(folder, out, options)
 
 
 def cmd_bench(options):
-    quick = _flag(options, "quick")
+    quick = flag(options, "quick")
     if options:
         raise KitError(f"bench takes only quick=1, not {', '.join(options)}")
-    _start_tensorflow()
+    start_tensorflow()
     from kit.bench import run
 
     run(quick)
@@ -275,8 +162,9 @@ def cmd_bench(options):
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "all": cmd_all, "cv": cmd_cv,
             "ensemble": cmd_ensemble, "validate": cmd_validate, "download": cmd_download,
             "submit": cmd_submit, "kernel": cmd_kernel, "push": cmd_push, "kernels": cmd_kernels,
-            "status": cmd_status, "collect": cmd_collect, "bench": cmd_bench, "folds": cmd_folds,
-            "spec": cmd_spec}
+            "status": cmd_status, "collect": cmd_collect, "release": cmd_release, "publish": cmd_publish,
+            "inference-kernel": cmd_inference_kernel, "submit-code": cmd_submit_code, "infer": cmd_infer,
+            "bench": cmd_bench, "folds": cmd_folds, "spec": cmd_spec}
 
 
 def main(argv=None):
@@ -287,7 +175,7 @@ def main(argv=None):
     if args[0] not in COMMANDS:
         print(f"error: unknown command {args[0]!r} (commands: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
-    return _run(lambda: COMMANDS[args[0]](_pairs(args[1:])))
+    return _run(lambda: COMMANDS[args[0]](pairs(args[1:])))
 
 
 def run_bundle(home, args, spec, folds=None, augment=None):

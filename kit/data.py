@@ -24,23 +24,34 @@ class Data:
 
 
 def load_data(spec):
+    root = _root(spec)
+    ids, labels, groups = _train_labels(spec, root)
+    _unique(ids, root / spec.train_csv if spec.layout == "csv" else root / spec.train_dir)
+    classes, y = _encode(spec, labels)
+    train_paths = _image_paths(root, spec.train_dir, ids, spec.image_ext, "train")
+    train = pd.DataFrame({"id": ids, "path": train_paths})
+    return Data(classes, train, y, groups, load_test(spec))
+
+
+def load_test(spec):
+    """The test table (id, path) as the data folder holds it now: on a code competition's
+    re-run, the hidden test set."""
+    root = _root(spec)
+    test_ids = _test_ids(spec, root)
+    from_sample = spec.test_ids == "sample_submission"
+    _unique(test_ids, root / (spec.sample_submission if from_sample else spec.test_dir))
+    return pd.DataFrame({"id": test_ids,
+                         "path": _image_paths(root, spec.test_dir, test_ids, spec.image_ext, "test")})
+
+
+def _root(spec):
     root = spec.data_path
     if not root.is_dir() and spec.source == "synthetic":
         generate(root, spec.seed)
     if not root.is_dir():
         raise KitError(f"no data folder {root}: run `make download competition={spec.slug}` "
                        f"or put the competition's files there")
-    ids, labels, groups = _train_labels(spec, root)
-    _unique(ids, root / spec.train_csv if spec.layout == "csv" else root / spec.train_dir)
-    classes, y = _encode(spec, labels)
-    train_paths = _image_paths(root, spec.train_dir, ids, spec.image_ext, "train")
-    train = pd.DataFrame({"id": ids, "path": train_paths})
-    test_ids = _test_ids(spec, root)
-    from_sample = spec.test_ids == "sample_submission"
-    _unique(test_ids, root / (spec.sample_submission if from_sample else spec.test_dir))
-    test = pd.DataFrame({"id": test_ids,
-                         "path": _image_paths(root, spec.test_dir, test_ids, spec.image_ext, "test")})
-    return Data(classes, train, y, groups, test)
+    return root
 
 
 def _unique(ids, where):

@@ -66,27 +66,34 @@ def labels_of(data):
 
 
 def combine(spec, members, y_of, method):
-    """(oof, test, weights) of the ensemble: probabilities (ranks for `rank`) over the ids that
-    every member predicted. `y_of` maps OOF ids to labels (for fitting weights)."""
-    if method not in METHODS:
-        raise KitError(f"unknown ensemble method {method!r} (methods: {', '.join(METHODS)})")
+    """(ids, oof, test, weights) of the ensemble: probabilities (ranks for `rank`) over the ids
+    that every member predicted. `y_of` maps OOF ids to labels (for fitting weights)."""
+    check_method(spec, method)
     ids = members[0].oof.index
     for m in members[1:]:
         ids = ids.intersection(m.oof.index, sort=False)
     oofs = [probabilities(spec.task, m.oof.loc[ids]) for m in members]
     tests = [probabilities(spec.task, m.test) for m in members]
-    if method == "rank":
-        if spec.metric != "roc_auc":
-            raise KitError(f"rank averaging gives ranks, not probabilities: it fits roc_auc, "
-                           f"not {spec.metric}")
-        oofs, tests = [_ranks(p) for p in oofs], [_ranks(p) for p in tests]
     weights = np.full(len(members), 1 / len(members))
     if method == "weighted":
         weights = hill_climb(oofs, y_of(ids), lambda y, p: spec_score(spec, y, p),
                              METRICS[spec.metric].higher_is_better)
-    oof = sum(w * p for w, p in zip(weights, oofs))
-    test = sum(w * p for w, p in zip(weights, tests))
-    return ids, oof, test, weights
+    return ids, blend(method, weights, oofs), blend(method, weights, tests), weights
+
+
+def check_method(spec, method):
+    if method not in METHODS:
+        raise KitError(f"unknown ensemble method {method!r} (methods: {', '.join(METHODS)})")
+    if method == "rank" and spec.metric != "roc_auc":
+        raise KitError(f"rank averaging gives ranks, not probabilities: it fits roc_auc, not {spec.metric}")
+
+
+def blend(method, weights, predictions):
+    """The members' predictions combined: weighted, after turning each into ranks for `rank`.
+    The same for OOF, for the local test set and for a hidden one (kit/infer.py)."""
+    if method == "rank":
+        predictions = [_ranks(p) for p in predictions]
+    return sum(w * p for w, p in zip(weights, predictions))
 
 
 def _ranks(p):

@@ -36,13 +36,32 @@ def kernel_paths(spec):
 
 
 def find_data(slug):
+    """The competition's folder under /kaggle/input: `<slug>`, `competitions/<slug>`, or a folder
+    of that name found deeper (Kaggle's layouts vary)."""
     inputs = kaggle_root() / "input"
     for candidate in (inputs / slug, inputs / "competitions" / slug):
         if candidate.is_dir():
             return candidate
+    return search_inputs(lambda folder, files: folder.name == slug, f"competition {slug}",
+                         "add it to the kernel's inputs")
+
+
+def search_inputs(match, what, fix, depth=4):
+    """The first folder under /kaggle/input (breadth first, in name order, `depth` levels down)
+    for which `match(folder, file names)` holds; else one line listing what is attached."""
+    inputs = kaggle_root() / "input"
+    level = [inputs] if inputs.is_dir() else []
+    for _ in range(depth + 1):
+        below = []
+        for folder in level:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            if folder != inputs and match(Path(folder), [e.name for e in entries if e.is_file()]):
+                return Path(folder)
+            below += [Path(e.path) for e in entries if e.is_dir()]
+        level = below
     attached = ", ".join(_attached(inputs)) or "nothing"
-    raise KitError(f"competition {slug} is not attached to this kernel: no {inputs / slug} or "
-                   f"{inputs / 'competitions' / slug} (attached: {attached}); add it to the kernel's inputs")
+    raise KitError(f"{what} is not attached to this kernel: nothing under {inputs} holds it "
+                   f"(attached: {attached}); {fix}")
 
 
 def _attached(inputs):
@@ -72,13 +91,11 @@ def resolve_weights(weights, entry):
     else the path of a copy attached under /kaggle/input, else `imagenet` (Keras downloads it)."""
     if weights != "imagenet" or any((c / entry.weights_file).is_file() for c in keras_caches()):
         return weights
-    inputs = kaggle_root() / "input"
-    for folder, subfolders, files in os.walk(inputs):
-        if entry.weights_file in files:
-            return str(Path(folder) / entry.weights_file)
-        if len(Path(folder).relative_to(inputs).parts) >= 4:  # weights sit near a dataset's top
-            subfolders.clear()
-    return weights
+    try:
+        folder = search_inputs(lambda folder, files: entry.weights_file in files, entry.weights_file, "")
+    except KitError:
+        return weights
+    return str(folder / entry.weights_file)
 
 
 def missing_weights(backbone, entry, reason):

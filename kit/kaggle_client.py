@@ -149,3 +149,35 @@ def kernel_output(kernel, folder, pattern=None):
     with refusals("output download"):
         files, _ = api.kernels_output(kernel, str(folder), file_pattern=pattern, force=True, quiet=True)
     return files
+
+
+def publish(folder, dataset, notes):
+    """A release folder as the private dataset `dataset` (owner/slug): created the first time, a
+    new version after. Returns what was done ("created" or "new version")."""
+    import requests
+
+    api = client()
+    with refusals("dataset upload"):
+        try:
+            api.dataset_status(dataset)
+            exists = True
+        except requests.HTTPError as e:
+            if getattr(e.response, "status_code", None) != 404:
+                raise
+            exists = False
+        if exists:
+            response = api.dataset_create_version(str(folder), notes, quiet=True, convert_to_csv=False)
+        else:
+            response = api.dataset_create_new(str(folder), public=False, quiet=True, convert_to_csv=False)
+    if response.error:
+        raise KitError(f"Kaggle refused the dataset {dataset}: {response.error}")
+    return "new version" if exists else "created"
+
+
+def submit_code(slug, kernel, version, message, output="submission.csv"):
+    """Submit the file `output` that version `version` of `kernel` (owner/slug) writes."""
+    api = client()
+    with refusals("code submission"):
+        response = api.competition_submit_code(output, message, slug, kernel=kernel, kernel_version=version,
+                                               quiet=True)
+    return response.message, response.ref

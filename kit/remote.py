@@ -1,4 +1,6 @@
-"""Folds on Kaggle's GPUs: one kernel per fold x backbone, pushed, watched and collected.
+"""Kaggle from here: folds trained on Kaggle's GPUs (one kernel per fold x backbone, pushed,
+watched and collected), and a code competition's submission (the release published as a
+dataset, the inference kernel pushed, run and submitted).
 
 `collect` puts each finished kernel's run folder where a local run would be
 (runs/<slug>/<backbone>/fold<K>/), so `cv` and `ensemble` use them alike.
@@ -6,10 +8,13 @@
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from kit import KitError, kaggle_client
-from kit.bundle import build_bundle, bundles, kernel_id
+from kit.bundle import build_bundle, build_inference_bundle, bundles, kernel_id
+from kit.files import write_text
+from kit.release import METADATA, load_release, release_dir
 from kit.runs import run_of
 
 
@@ -27,6 +32,59 @@ def push_all(spec, user, force=False):
                 print(f"{backbone}/fold{fold} is finished here: not pushed (force=1 pushes it)")
                 continue
             push(spec, backbone, fold, user)
+
+
+def publish(spec):
+    """runs/<slug>/release/ as a Kaggle dataset: created, or a new version when it changed since
+    the last publish (runs/<slug>/published.json remembers what was sent)."""
+    release = load_release(release_dir(spec))
+    dataset = json.loads((release.folder / METADATA).read_text())["id"]
+    record, sent = spec.runs_path / "published.json", {"dataset": dataset, "digest": release.digest}
+    if record.is_file() and json.loads(record.read_text()) == sent:
+        print(f"{dataset}: the release has not changed since it was published; nothing sent")
+        return
+    recipe = release.recipe
+    models = sum(len(m["runs"]) for m in recipe["members"])
+    notes = f"{recipe['method']} of {models} models, CV {recipe['metric']} {recipe['cv']}"
+    done = kaggle_client.publish(release.folder, dataset, notes)
+    write_text(record, json.dumps(sent) + "\n")
+    print(f"{dataset}: {done} ({notes}); attach it to the inference kernel: make inference-kernel")
+
+
+def submit_code(spec, user, message, version=0, timeout=540, poll=60):
+    """Push the inference kernel, wait until its run is COMPLETE, submit that version's
+    submission.csv. `version`: submit a version pushed before instead (no push, no wait)."""
+    folder = build_inference_bundle(spec, user)
+    kernel = kernel_id(folder)
+    if not version:
+        url, version = kaggle_client.push(folder)
+        print(f"pushed {kernel} (version {version}): {url}", flush=True)
+        _wait(kernel, timeout, poll)
+    try:
+        answer, ref = kaggle_client.submit_code(spec.slug, kernel, version, message or f"{kernel} v{version}")
+    except KitError as e:
+        raise KitError(f"{e} (a kernel pushed a moment ago may not be accepted yet: submit the same "
+                       f"version again with make submit-code version={version})") from None
+    print(f"{answer} (submission {ref}): {kernel} version {version}")
+
+
+def _wait(kernel, timeout, poll):
+    """Poll the kernel's run until it ends; COMPLETE, or one error with its log's tail."""
+    deadline, last = time.monotonic() + timeout * 60, None
+    while True:
+        state, failure = kaggle_client.kernel_status(kernel)
+        if state != last:
+            print(f"{kernel}: {state}", flush=True)
+            last = state
+        if state == "COMPLETE":
+            return
+        if state in ("ERROR", "CANCEL_REQUESTED", "CANCEL_ACKNOWLEDGED"):
+            raise KitError(f"{kernel} ended in {state.lower()}{': ' + failure if failure else ''}\n"
+                           f"{_log_tail(kernel)}")
+        if time.monotonic() > deadline:
+            raise KitError(f"{kernel} is still {state} after {timeout} minutes: look again with make "
+                           f"submit-code version=<its version> once it is COMPLETE")
+        time.sleep(poll)
 
 
 def status(spec):

@@ -1,11 +1,16 @@
 """Fixtures: a tiny competition and its spec, and the stand-in Kaggle server."""
 import os
 
+import numpy as np
+import pandas as pd
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow starts, in this process
 
 from kit.config import load_spec  # noqa: E402
+from kit.data import load_data  # noqa: E402
+from kit.folds import load_folds  # noqa: E402
+from kit.runs import run_of  # noqa: E402
 from tests.helpers import spec_file, write_competition  # noqa: E402
 from tests.kaggle_server import serve  # noqa: E402
 
@@ -25,3 +30,30 @@ def tiny(tmp_path):
 def kaggle_server(tmp_path, monkeypatch):
     """The stand-in server, and an environment where the client finds only a dummy token."""
     yield from serve(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def fake_runs(tmp_path):
+    """(spec, data, write) of a 2-class competition in 2 folds (log loss; vgg16, resnet50,
+    xception): `write(backbone, fold, noise, seed)` leaves a finished run with made-up
+    predictions, a config and a stand-in model file, and returns its test P(a). No training."""
+    write_competition(tmp_path / "data")
+    spec = load_spec(str(spec_file(tmp_path, metric="log_loss", backbones=["vgg16", "resnet50", "xception"])))
+    data = load_data(spec)
+    fold_of = load_folds(spec, data)
+
+    def write(backbone, fold, noise, seed=0):
+        rng = np.random.default_rng(seed)
+        run = run_of(spec, backbone, fold)
+        run.path.mkdir(parents=True)
+        val = fold_of == fold
+        truth = np.eye(2)[data.y[val].astype(int)]
+        p = np.clip(truth * (1 - noise) + rng.random(truth.shape) * noise, 0.01, 0.99)
+        p /= p.sum(1, keepdims=True)
+        pd.DataFrame({"id": data.train["id"][val], "a": p[:, 0], "b": p[:, 1]}).to_csv(run.oof, index=False)
+        t = rng.random(len(data.test))
+        pd.DataFrame({"id": data.test["id"], "a": t, "b": 1 - t}).to_csv(run.test, index=False)
+        run.config.write_text(f"backbone: {backbone}\nfold: {fold}\nimage_size: 32\n")
+        run.model.write_bytes(f"stand-in model of {backbone} fold {fold}".encode())
+        return t
+    return spec, data, write

@@ -1,4 +1,5 @@
 """Tiny synthetic competitions on disk, and a spec for them: 1 epoch per phase, 32px, CPU."""
+import os
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +54,12 @@ def spec_file(folder, **keys):
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+def kernel_env(root, tmp_path):
+    """The environment of a simulated Kaggle kernel with /kaggle at `root`: no credentials, no
+    kit on the path but its own, an empty Keras cache."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_") and k != "PYTHONPATH"}
+    env.update(KIT_KAGGLE_ROOT=str(root), KAGGLE_KERNEL_RUN_TYPE="Batch", HOME=str(tmp_path / "home"),
+               KERAS_HOME=str(tmp_path / "keras-empty"))
+    return env

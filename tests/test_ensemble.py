@@ -5,39 +5,14 @@ import pytest
 
 from kit import KitError
 from kit.config import load_spec
-from kit.data import load_data
 from kit.ensemble import combine, cross_validate, hill_climb, labels_of, load_members
-from kit.folds import load_folds
 from kit.metrics import spec_score
 from kit.runs import run_of
-from tests.helpers import spec_file, write_competition
+from tests.helpers import spec_file
 
 
-@pytest.fixture
-def runs(tmp_path):
-    """A 2-class competition, 2 folds, and a writer of fake finished runs."""
-    write_competition(tmp_path / "data")
-    spec = load_spec(str(spec_file(tmp_path, metric="log_loss", backbones=["vgg16", "resnet50", "xception"])))
-    data = load_data(spec)
-    fold_of = load_folds(spec, data)
-
-    def write(backbone, fold, noise, seed=0):
-        rng = np.random.default_rng(seed)
-        out = run_of(spec, backbone, fold).path
-        out.mkdir(parents=True)
-        val = fold_of == fold
-        truth = np.eye(2)[data.y[val].astype(int)]
-        p = np.clip(truth * (1 - noise) + rng.random(truth.shape) * noise, 0.01, 0.99)
-        p /= p.sum(1, keepdims=True)
-        pd.DataFrame({"id": data.train["id"][val], "a": p[:, 0], "b": p[:, 1]}).to_csv(out / "oof.csv", index=False)
-        t = rng.random(len(data.test))
-        pd.DataFrame({"id": data.test["id"], "a": t, "b": 1 - t}).to_csv(out / "test.csv", index=False)
-        return t
-    return spec, data, write
-
-
-def test_folds_of_a_backbone_combine_first_and_missing_runs_are_named(runs):
-    spec, data, write = runs
+def test_folds_of_a_backbone_combine_first_and_missing_runs_are_named(fake_runs):
+    spec, data, write = fake_runs
     t0, t1 = write("vgg16", 0, 0.2), write("vgg16", 1, 0.2, seed=1)
     write("resnet50", 1, 0.5)
     members, missing = load_members(spec, data)
@@ -48,8 +23,8 @@ def test_folds_of_a_backbone_combine_first_and_missing_runs_are_named(runs):
     np.testing.assert_allclose(vgg.test["a"], (t0 + t1) / 2)
 
 
-def test_mean_rank_and_weighted_ensembles(runs):
-    spec, data, write = runs
+def test_mean_rank_and_weighted_ensembles(fake_runs):
+    spec, data, write = fake_runs
     for fold in (0, 1):
         write("vgg16", fold, 0.1, seed=fold)
         write("resnet50", fold, 0.9, seed=10 + fold)
@@ -78,8 +53,8 @@ def test_hill_climbing_keeps_the_best_member_alone_when_others_only_hurt():
     assert weights.tolist() == [0.0, 1.0]
 
 
-def test_cv_table_has_every_fold_every_backbone_and_the_ensembles(runs):
-    spec, data, write = runs
+def test_cv_table_has_every_fold_every_backbone_and_the_ensembles(fake_runs):
+    spec, data, write = fake_runs
     for fold in (0, 1):
         write("vgg16", fold, 0.1, seed=fold)
         write("resnet50", fold, 0.6, seed=5 + fold)
@@ -93,8 +68,8 @@ def test_cv_table_has_every_fold_every_backbone_and_the_ensembles(runs):
     assert set(weights) == {"mean", "weighted"}
 
 
-def test_no_runs_and_stale_runs_are_clear_errors(runs):
-    spec, data, write = runs
+def test_no_runs_and_stale_runs_are_clear_errors(fake_runs):
+    spec, data, write = fake_runs
     with pytest.raises(KitError, match="no finished runs of vgg16, resnet50, xception under .*make fold=0"):
         load_members(spec, data)
     write("vgg16", 0, 0.1)

@@ -1,7 +1,6 @@
 """Kaggle kernels: the kit inside one (a fake /kaggle), self-contained bundles, offline weights,
 and the fan-out through the real client against the stand-in server."""
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from kit.config import load_spec
 from kit.env import resolve_weights
 from kit.kaggle_client import kaggle_user
 from kit.runs import run_of
-from tests.helpers import ROOT, spec_file, write_competition
+from tests.helpers import ROOT, kernel_env, spec_file, write_competition
 
 KEY = "0123456789abcdef0123456789abcdef"  # the stand-in server's dummy token key
 
@@ -73,17 +72,10 @@ def test_imagenet_weights_come_from_the_keras_cache_or_an_attached_dataset(fake_
     assert resolve_weights("/some/file.h5", entry) == "/some/file.h5" and resolve_weights(None, entry) is None
 
 
-def _kernel_env(root, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_") and k != "PYTHONPATH"}
-    env.update(KIT_KAGGLE_ROOT=str(root), KAGGLE_KERNEL_RUN_TYPE="Batch", HOME=str(tmp_path / "home"),
-               KERAS_HOME=str(tmp_path / "keras-empty"))
-    return env
-
-
 def test_offline_without_weights_is_one_clear_line_saying_what_to_attach(fake_kaggle, tmp_path):
     spec = spec_file(tmp_path, data_dir="", runs_dir="runs", weights="imagenet")
     result = subprocess.run([sys.executable, "-m", "kit", "train", f"competition={spec}", "backbone=vgg16"],
-                            cwd=fake_kaggle / "working", env={**_kernel_env(fake_kaggle, tmp_path), "PYTHONPATH": str(ROOT)},
+                            cwd=fake_kaggle / "working", env={**kernel_env(fake_kaggle, tmp_path), "PYTHONPATH": str(ROOT)},
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 2, result.stderr[-2000:]
     line = result.stderr.strip()
@@ -134,7 +126,7 @@ def test_the_bundle_runs_as_a_kernel_with_only_its_embedded_code(tmp_path):
     _legacy_notop_file(root / "input" / "keras-pretrained-models" / BACKBONES["vgg16"].weights_file)
     (root / "working").mkdir()
     script = shutil.copy(folder / "kernel.py", tmp_path / "elsewhere.py")  # no repo beside it
-    result = subprocess.run([sys.executable, script], cwd=root / "working", env=_kernel_env(root, tmp_path),
+    result = subprocess.run([sys.executable, script], cwd=root / "working", env=kernel_env(root, tmp_path),
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     home = result.stdout.splitlines()[0].removeprefix("kit from ")

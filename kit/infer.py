@@ -1,0 +1,64 @@
+"""A release (kit/release.py) predicting the test images that are there when it runs: on a code
+competition's re-run, Kaggle's hidden test set. What a code-competition kernel runs.
+
+Test ids and images come from the data folder at run time, never from a list saved at build
+time. One model is in memory at a time; each member's folds are averaged and the members
+combined exactly as `make ensemble` does (kit/ensemble.blend), then checked against the sample
+submission present at run time before the CSV is written, atomically.
+"""
+import time
+
+import keras
+import numpy as np
+
+from kit import KitError
+from kit.augment import Augmenter, serialized
+from kit.cache import test_images
+from kit.data import load_test
+from kit.ensemble import blend
+from kit.files import atomic_path, read_csv
+from kit.metrics import from_columns
+from kit.predict import predict, views
+from kit.release import load_release
+from kit.submission import frame, problems
+
+
+def infer(folder, out, overrides=None, log=print):
+    """Predict the current test images with the release in `folder`; the submission goes to
+    `out`. Returns `out`."""
+    release = load_release(folder, overrides)
+    spec, recipe = release.spec, release.recipe
+    sample = read_csv(spec.data_path / spec.sample_submission, "sample submission")
+    if list(sample.columns) != recipe["submission"]["columns"]:
+        raise KitError(f"the sample submission's columns ({', '.join(sample.columns)}) are not the release's "
+                       f"({', '.join(recipe['submission']['columns'])}): a release of another competition?")
+    test = load_test(spec)
+    seen = views(spec, Augmenter(serialized(spec.augment)))
+    runs = [(m["name"], run) for m in recipe["members"] for run in m["runs"]]
+    log(f"{len(test)} test images; {len(runs)} models ({', '.join(m['name'] for m in recipe['members'])}) "
+        f"x {len(seen)} test-time view(s); ensemble: {recipe['method']}")
+    images, predictions, started = {}, {}, time.perf_counter()
+    for k, (name, run) in enumerate(runs):
+        size = run["image_size"]
+        if size not in images:
+            images[size] = test_images(spec, test, size)
+        start = time.perf_counter()
+        model = keras.saving.load_model(release.folder / run["file"])
+        p = predict(model, images[size], np.arange(len(test)), spec.batch_size, seen, spec.workers)
+        predictions.setdefault(name, []).append(from_columns(spec.task, p))
+        del model
+        keras.backend.clear_session()  # one model in memory at a time
+        rate = len(test) * len(seen) / (time.perf_counter() - start)
+        left = (len(runs) - k - 1) * len(test) * len(seen) / rate
+        log(f"{name} fold {run['fold']}: {rate:.0f} images/s; about {left / 60:.1f} min left "
+            f"for {len(runs) - k - 1} more model(s)")
+    members = [sum(folds) / len(folds) for folds in predictions.values()]
+    p = blend(recipe["method"], [m["weight"] for m in recipe["members"]], members)
+    submission = frame(spec, sample, recipe["classes"], test["id"].tolist(), p)
+    with atomic_path(out) as tmp:
+        submission.to_csv(tmp, index=False)
+        found = problems(tmp, sample, spec, recipe["classes"])
+        if found:
+            raise KitError(f"the submission would not be valid: {'; '.join(found)}")
+    log(f"wrote {out}: {len(submission)} rows in {(time.perf_counter() - started) / 60:.1f} min")
+    return out
