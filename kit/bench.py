@@ -14,6 +14,8 @@
     scaling      one fold at 1x, 4x and 16x the images, each in a fresh process: peak memory
                  while the fold runs (16x <= 1.3x the 1x) and wall time (every point within
                  20% of the least-squares line through them: linear growth)
+    make all     the peak memory of 3 rounds of vgg16 + resnet50 runs in one process against
+                 one round: finished runs are released                             <= 1.1x
 
 Results: a table on stdout and runs/bench/bench.csv. Synthetic JPEGs, random-init backbones.
 Times are the best of several runs (as timeit does): a shared machine only ever adds time.
@@ -209,9 +211,10 @@ def competition(folder, n, **keys):
     return load_spec(str(folder / f"bench-{n}.yaml"))
 
 
-def scale_run(n, folder):
-    """One fold on the first n photos, streaming from disk (no caches): prints seconds and peak
-    memory as JSON. Run in a fresh process by bench_scaling."""
+def scale_run(n, folder, backbones=("vgg16",), rounds=1):
+    """One fold on the first n photos (of each backbone, `rounds` times, as make all would),
+    streaming from disk (no caches): prints seconds and peak memory as JSON. Run in a fresh
+    process by _fresh."""
     from kit.train import run_fold
 
     phase = {"name": "ft", "trainable": "top:1", "epochs": 1, "lr": 1e-4, "patience": 0}
@@ -219,7 +222,9 @@ def scale_run(n, folder):
                        image_cache="off", feature_cache=False)  # stream from disk
     sampler = _RssSampler()
     start = time.perf_counter()
-    run_fold(spec, "vgg16", 0, force=True)
+    for round in range(rounds):
+        for backbone in backbones:
+            run_fold(spec, backbone, round % 2, force=True)
     seconds = time.perf_counter() - start
     print(json.dumps({"images": n, "seconds": seconds, "run_peak_mb": sampler.stop(),
                       "process_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -250,20 +255,22 @@ class _RssSampler:
 
 def bench_scaling(base, scales=(1, 4, 16), times=3):
     """Each scale `times` times in a fresh process: the fastest wall time, the largest peak."""
-    results = []
-    for scale in scales:
-        code = f"from kit.bench import scale_run; scale_run({base * scale}, {str(ROOT / 'scaling')!r})"
-        runs = []
-        for _ in range(times):
-            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-            if done.returncode:
-                raise RuntimeError(done.stderr[-2000:])
-            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        results.append({"images": base * scale, "seconds": min(r["seconds"] for r in runs),
-                        "run_peak_mb": max(r["run_peak_mb"] for r in runs),
-                        "process_peak_mb": max(r["process_peak_mb"] for r in runs)})
-    return results
+    return [{"images": base * scale, **_fresh(times, base * scale)} for scale in scales]
+
+
+def _fresh(times, n, backbones=("vgg16",), rounds=1):
+    """scale_run `times` times, each in a fresh process: the fastest, the largest peaks."""
+    args = (n, str(ROOT / "scaling"), backbones, rounds)
+    code = f"from kit.bench import scale_run; scale_run(*{args!r})"
+    runs = []
+    for _ in range(times):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        if done.returncode:
+            raise RuntimeError(done.stderr[-2000:])
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return {"seconds": min(r["seconds"] for r in runs), "run_peak_mb": max(r["run_peak_mb"] for r in runs),
+            "process_peak_mb": max(r["process_peak_mb"] for r in runs)}
 
 
 def run(quick=False):
@@ -320,6 +327,11 @@ def run(quick=False):
     off = np.abs(seconds / (intercept + slope * counts) - 1).max()
     row("scaling: time, largest gap to a straight line", off, "fraction", "<= 0.2", off <= 0.2)
     row("scaling: time per extra image", slope * 1000, "ms")
+    pair, rounds = ("vgg16", "resnet50"), (1, 3)
+    one, many = (_fresh(1, base, pair, r)["run_peak_mb"] for r in rounds)
+    row(f"make all: peak memory of {rounds[1] * 2} runs", many, "MB")
+    row(f"make all: {rounds[1] * 2} runs / {rounds[0] * 2} runs, peak memory", many / one, "x", "<= 1.1",
+        many / one <= 1.1)
     write_csv(ROOT / "bench.csv", pd.DataFrame(rows))
     print(f"saved {ROOT / 'bench.csv'}")
     return pd.DataFrame(rows)

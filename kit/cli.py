@@ -75,13 +75,21 @@ def cmd_all(options):
     force = flag(options, "force")
     spec = spec_of(options)
     start_tensorflow()
+    import tensorflow as tf
+
     from kit.report import cv_report
     from kit.submission import ensemble_submission
     from kit.train import run_fold
 
     for backbone in spec.backbones:
         for fold in range(spec.n_folds):
-            run_fold(spec, backbone, fold, force)
+            try:  # each run's models and graphs are released when it returns: memory stays flat
+                run_fold(spec, backbone, fold, force)
+            except (MemoryError, tf.errors.ResourceExhaustedError) as e:
+                why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+                raise KitError(f"{backbone}/fold{fold} ran out of memory ({why}): the finished runs are "
+                               f"kept and make all again goes on from this one (a smaller batch_size or "
+                               f"image_size needs less)") from None
     cv_report(spec)
     ensemble_submission(spec, "mean")
 
@@ -135,18 +143,19 @@ def cmd_infer(options):
     from kit.env import in_kernel, kaggle_root
     from kit.release import find_release, release_dir
 
-    folder, out = options.pop("release", ""), options.pop("out", "")
-    spec = spec_of({"competition": options.pop("competition", "")})
+    folder, out, named = options.pop("release", ""), options.pop("out", ""), options.pop("competition", "")
+    spec = spec_of({"competition": named})
     start_tensorflow()
     from kit.infer import infer
 
-    if in_kernel():  # decoded test images are no output of the notebook: kept out of /kaggle/working
-        options.setdefault("runs_dir", tempfile.mkdtemp(prefix="kit-runs-"))
     folder = folder or (find_release(spec.slug) if in_kernel() else release_dir(spec))
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = out or (kaggle_root() / "working" / "submission.csv" if in_kernel()
                   else Path("submissions") / f"{spec.slug}-{stamp}-release.csv")
-    infer(folder, out, options)
+    with tempfile.TemporaryDirectory(prefix="kit-runs-") as scratch:
+        if in_kernel():  # decoded test images are no output of the notebook: kept out of /kaggle/working
+            options.setdefault("runs_dir", scratch)
+        infer(folder, out, options, slug=spec.slug if named else None)
 
 
 def cmd_bench(options):

@@ -9,6 +9,9 @@ import pandas as pd
 
 from kit import KitError
 
+UMASK = os.umask(0o022)  # read (and put back) once: os.umask only sets it
+os.umask(UMASK)
+
 
 @contextmanager
 def atomic_path(path):
@@ -19,6 +22,7 @@ def atomic_path(path):
     suffix = "".join(path.suffixes)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:-len(suffix) or None]}-", suffix=suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~UMASK)  # as open() would make it (mkstemp's is owner-only)
     try:
         yield Path(tmp)
         os.replace(tmp, path)

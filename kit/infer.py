@@ -6,7 +6,9 @@ time. One model is in memory at a time; each member's folds are averaged and the
 combined exactly as `make ensemble` does (kit/ensemble.blend), then checked against the sample
 submission present at run time before the CSV is written, atomically.
 """
+import json
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -16,25 +18,32 @@ from kit.augment import Augmenter, serialized
 from kit.cache import test_images
 from kit.data import load_test
 from kit.ensemble import blend
-from kit.files import atomic_path, read_csv
+from kit.files import atomic_path, read_csv, write_text
 from kit.metrics import from_columns
+from kit.model import released
 from kit.predict import predict, views
 from kit.release import load_release
 from kit.submission import frame, problems
 
 
-def infer(folder, out, overrides=None, log=print):
-    """Predict the current test images with the release in `folder`; the submission goes to
-    `out`. Returns `out`."""
+def infer(folder, out, overrides=None, slug=None, log=print):
+    """Predict the current test images with the release in `folder` (of competition `slug`, when
+    given); the submission goes to `out`, what made it beside it (.json). Returns `out`."""
     release = load_release(folder, overrides)
     spec, recipe = release.spec, release.recipe
+    if slug and slug != spec.slug:
+        raise KitError(f"{folder} is a release of {spec.slug}, not of {slug}")
     sample = read_csv(spec.data_path / spec.sample_submission, "sample submission")
     if list(sample.columns) != recipe["submission"]["columns"]:
         raise KitError(f"the sample submission's columns ({', '.join(sample.columns)}) are not the release's "
                        f"({', '.join(recipe['submission']['columns'])}): a release of another competition?")
     test = load_test(spec)
+    if not len(test):
+        raise KitError(f"no test images to predict: {spec.data_path / spec.sample_submission} has no rows")
     seen = views(spec, Augmenter(serialized(spec.augment)))
     runs = [(m["name"], run) for m in recipe["members"] for run in m["runs"]]
+    log(f"release {release.folder}: {recipe['method']} of {', '.join(m['name'] for m in recipe['members'])}, "
+        f"CV {recipe['metric']} {recipe['cv']}")
     log(f"{len(test)} test images; {len(runs)} models ({', '.join(m['name'] for m in recipe['members'])}) "
         f"x {len(seen)} test-time view(s); ensemble: {recipe['method']}")
     images, predictions, started = {}, {}, time.perf_counter()
@@ -43,11 +52,11 @@ def infer(folder, out, overrides=None, log=print):
         if size not in images:
             images[size] = test_images(spec, test, size)
         start = time.perf_counter()
-        model = keras.saving.load_model(release.folder / run["file"])
-        p = predict(model, images[size], np.arange(len(test)), spec.batch_size, seen, spec.workers)
+        with released():  # one model in memory at a time
+            model = keras.saving.load_model(release.folder / run["file"])
+            p = predict(model, images[size], np.arange(len(test)), spec.batch_size, seen, spec.workers)
+            del model
         predictions.setdefault(name, []).append(from_columns(spec.task, p))
-        del model
-        keras.backend.clear_session()  # one model in memory at a time
         rate = len(test) * len(seen) / (time.perf_counter() - start)
         left = (len(runs) - k - 1) * len(test) * len(seen) / rate
         log(f"{name} fold {run['fold']}: {rate:.0f} images/s; about {left / 60:.1f} min left "
@@ -60,5 +69,9 @@ def infer(folder, out, overrides=None, log=print):
         found = problems(tmp, sample, spec, recipe["classes"])
         if found:
             raise KitError(f"the submission would not be valid: {'; '.join(found)}")
+    about = {"competition": spec.slug, "release": str(release.folder), "method": recipe["method"],
+             "metric": recipe["metric"], "cv": recipe["cv"],
+             "runs": [f"{name}/fold{run['fold']}" for name, run in runs]}
+    write_text(Path(out).with_suffix(".json"), json.dumps(about, indent=1) + "\n")
     log(f"wrote {out}: {len(submission)} rows in {(time.perf_counter() - started) / 60:.1f} min")
     return out

@@ -24,8 +24,8 @@ HINTS = {
 }
 
 
-def kaggle_user(given=""):
-    """The Kaggle user name a kernel id starts with: given, KAGGLE_USERNAME, or kaggle.json's
+def kaggle_user(given="", what="the kernel id"):
+    """The Kaggle user name an id (`what`) starts with: given, KAGGLE_USERNAME, or kaggle.json's
     username (the key in that file is never read)."""
     if given or os.environ.get("KAGGLE_USERNAME"):
         return given or os.environ["KAGGLE_USERNAME"]
@@ -35,7 +35,7 @@ def kaggle_user(given=""):
     except (OSError, ValueError, AttributeError):
         name = None
     if not name:
-        raise KitError("no Kaggle user name for the kernel id: give user=<your Kaggle name>, set "
+        raise KitError(f"no Kaggle user name for {what}: give user=<your Kaggle name>, set "
                        "KAGGLE_USERNAME, or save your API token as ~/.kaggle/kaggle.json")
     return name
 

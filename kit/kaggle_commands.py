@@ -89,7 +89,7 @@ def cmd_release(options):
 
     method, members, user = options.pop("method", "mean"), options.pop("members", ""), options.pop("user", "")
     spec = spec_of(options)
-    folder = build_release(spec, method, kaggle_user(user), members)
+    folder = build_release(spec, method, kaggle_user(user, "the models dataset's id"), members)
     recipe = json.loads((folder / "recipe.json").read_text())
     print(f"{folder}: {', '.join(m['name'] for m in recipe['members'])}, {method}, "
           f"CV {spec.metric} {recipe['cv']}; publish with make publish competition={spec.slug}")
@@ -98,7 +98,8 @@ def cmd_release(options):
 def cmd_publish(options):
     from kit.remote import publish
 
-    publish(spec_of(options))
+    message = options.pop("message", "")
+    publish(spec_of(options), message)
 
 
 def cmd_inference_kernel(options):

@@ -3,11 +3,14 @@
 raw 0-255 RGB -> the backbone's preprocess_input -> base(x, training=False) -> global average
 pooling -> dropout -> dense head (sigmoid for binary and multilabel, softmax for multiclass).
 """
+import functools
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
+from tensorflow.python.framework import ops as tf_ops  # the gradient registry is not public
 
 from kit import KitError
 from kit.backbones import BACKBONES
@@ -164,3 +167,28 @@ def _has_tpu():
     # Asking TF's resolver on a machine without a TPU may wait on a cloud metadata server.
     named = os.environ.get("TPU_NAME") or os.environ.get("TPU_ACCELERATOR_TYPE")
     return bool(named) or os.path.exists("/dev/accel0")
+
+
+@contextmanager
+def released():
+    """Everything kept of the models built in the block, released when it ends, failed or not:
+    Keras' session, and the gradient functions TensorFlow registers for good each time a traced
+    training step all-reduces its gradients (they hold the step's graph and, through it, the
+    model's variables: about a model's worth of memory per run, never freed otherwise)."""
+    registry = getattr(getattr(tf_ops, "_gradient_registry", None), "_registry", {})
+    before = set(registry)
+    try:
+        yield
+    finally:
+        for key in [k for k in registry if k not in before and k.startswith("CustomGradient-")]:
+            del registry[key]
+        keras.backend.clear_session()  # and a garbage collection
+
+
+def releasing(run):
+    """`run` inside released(): what it built is gone once it returns."""
+    @functools.wraps(run)
+    def wrapper(*args, **kwargs):
+        with released():
+            return run(*args, **kwargs)
+    return wrapper

@@ -3,13 +3,13 @@ each averaged over the spec's test-time views (the image, flips, seeded augmenta
 import keras
 import numpy as np
 
-import kit.model  # noqa: F401  (registers the kit's layers, for loading a saved model)
 from kit import KitError
 from kit.augment import TTA_EPOCH, Augmenter, augmented_views, serialized
 from kit.config import check_backbone, check_fold
 from kit.folds import load_fold
 from kit.inputs import eval_batches
 from kit.metrics import from_columns, spec_score
+from kit.model import releasing  # importing kit.model registers the kit's layers, for loading
 from kit.runs import run_of
 
 
@@ -40,9 +40,11 @@ def write_predictions(spec, model, fold, batch, augment, run):
                                       spec.workers))
     run.write_predictions(task, data.classes, data.train["id"].to_numpy()[fold.val_idx], oof,
                           data.test["id"], test)
+    run.record(tta=list(spec.tta), tta_augment=spec.tta_augment)  # what a release must predict with
     return spec_score(spec, data.y[fold.val_idx], oof)
 
 
+@releasing
 def predict_fold(spec, backbone, fold):
     """Predict again with a trained fold's saved model (e.g. after changing the TTA)."""
     check_backbone(backbone)

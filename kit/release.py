@@ -30,7 +30,7 @@ from kit.config import Spec, check_backbone, dump, load_spec
 from kit.data import load_data
 from kit.ensemble import combine, labels_of, load_members
 from kit.env import search_inputs
-from kit.files import read_csv
+from kit.files import UMASK, read_csv
 from kit.metrics import spec_score
 from kit.runs import probabilities, run_of
 from kit.submission import submission_format
@@ -55,11 +55,59 @@ class Release:
     recipe: dict
     digest: str  # of the manifest: changes with any file
 
+    @property
+    def dataset(self):
+        """The Kaggle dataset it is published as (owner/slug)."""
+        return _json(self.folder / METADATA)["id"]
+
+    def stale(self, spec):
+        """The runs of `spec` retrained since the release was made (their models are not its copies)."""
+        files = _json(self.folder / MANIFEST)["files"]
+        return [f"{m['name']}/fold{r['fold']}" for m in self.recipe["members"] for r in m["runs"]
+                if not run_of(spec, m["name"], r["fold"]).model.is_file()
+                or _sha256(run_of(spec, m["name"], r["fold"]).model) != files[r["file"]]]
+
 
 def build_release(spec, method, user, members=""):
     """runs/<slug>/release/ for the finished runs of `members` (backbone names, comma-separated;
     default: every backbone of the spec with a finished run), ensembled by `method`."""
-    names = [m.strip() for m in members.split(",") if m.strip()] if members else []
+    data, found, missing = _members(spec, members)
+    y_of = labels_of(data)
+    ids, oof, _, weights = combine(spec, found, y_of, method)
+    models, entries, views = {}, [], set()
+    for member, weight in zip(found, weights):
+        if not weight:  # adds nothing to the ensemble: not worth a kernel's time
+            missing.append(f"{member.name} (weight 0)")
+            continue
+        runs = []
+        for fold in member.folds:
+            run, name = run_of(spec, member.name, fold), f"{member.name}-fold{fold}.keras"
+            config = yaml.safe_load(run.config.read_text())
+            views.add(_views(spec, config))
+            models[name] = run.model
+            runs.append({"fold": fold, "file": name, "image_size": config["image_size"]})
+        score = spec_score(spec, y_of(member.oof.index), probabilities(spec.task, member.oof))
+        entries.append({"name": member.name, "weight": float(weight), "runs": runs, "cv": round(score, 6)})
+    if len(views) != 1:
+        raise KitError(f"the runs were predicted with different test-time views ([tta, tta_augment]: "
+                       f"{' and '.join(sorted(views))}): predict them again alike (make predict ... tta=...)")
+    tta, tta_augment = json.loads(views.pop())
+    spec = dataclasses.replace(spec, tta=tta, tta_augment=tta_augment)
+    sample = read_csv(spec.data_path / spec.sample_submission, "sample submission")
+    recipe = {
+        "competition": spec.slug, "task": spec.task, "metric": spec.metric, "classes": list(data.classes),
+        "method": method, "members": entries, "cv": round(spec_score(spec, y_of(ids), oof), 6),
+        "missing": missing, "tta": {"views": tta, "augmented": tta_augment},
+        "submission": {"format": submission_format(spec, sample, data.classes), "threshold": spec.threshold,
+                       "clip": spec.clip, "columns": list(sample.columns)},
+    }
+    return _write(spec, user, models, recipe)
+
+
+def _members(spec, members):
+    """(data, members, missing runs): the backbones named (every one of the spec's by default)
+    with at least one finished run; a named one without is an error."""
+    names = [m.strip() for m in members.split(",") if m.strip()]
     for name in names:
         check_backbone(name)
     chosen = dataclasses.replace(spec, backbones=names) if names else spec
@@ -69,32 +117,17 @@ def build_release(spec, method, user, members=""):
     if absent:
         raise KitError(f"members: {absent[0]} has no finished run under {spec.runs_path / absent[0]}: "
                        f"train it first, or leave it out of members=")
-    y_of = labels_of(data)
-    ids, oof, _, weights = combine(chosen, found, y_of, method)
-    sample = read_csv(spec.data_path / spec.sample_submission, "sample submission")
-    files, recipe_members = {}, []
-    for member, weight in zip(found, weights):
-        if not weight:  # adds nothing to the ensemble: not worth a kernel's time
-            missing.append(f"{member.name} (weight 0)")
-            continue
-        runs = []
-        for fold in member.folds:
-            run = run_of(spec, member.name, fold)
-            name = f"{member.name}-fold{fold}.keras"
-            files[name] = run.model
-            size = yaml.safe_load(run.config.read_text())["image_size"]
-            runs.append({"fold": fold, "file": name, "image_size": size})
-        score = spec_score(spec, y_of(member.oof.index), probabilities(spec.task, member.oof))
-        recipe_members.append({"name": member.name, "weight": float(weight), "runs": runs,
-                               "cv": round(score, 6)})
-    recipe = {
-        "competition": spec.slug, "task": spec.task, "metric": spec.metric, "classes": list(data.classes),
-        "method": method, "members": recipe_members, "cv": round(spec_score(spec, y_of(ids), oof), 6),
-        "missing": missing, "tta": {"views": list(spec.tta), "augmented": spec.tta_augment},
-        "submission": {"format": submission_format(spec, sample, data.classes), "threshold": spec.threshold,
-                       "clip": spec.clip, "columns": list(sample.columns)},
-    }
-    return _write(spec, user, files, recipe)
+    return data, found, missing
+
+
+def _views(spec, config):
+    """The test-time views a run's predictions were made with (its config.yaml), as JSON. Seeded
+    augmented views are the same views only with the spec's seed and pipeline."""
+    same_draws = (config.get("seed"), config.get("augment")) == (spec.seed, spec.augment)
+    if config.get("tta_augment") and not same_draws:
+        raise KitError(f"{config.get('backbone')}/fold{config.get('fold')} was predicted with augmented "
+                       f"views of another seed or pipeline than the spec's: predict it again (make predict)")
+    return json.dumps([config.get("tta", []), config.get("tta_augment", 0)])
 
 
 def _write(spec, user, models, recipe):
@@ -119,6 +152,7 @@ def _write(spec, user, models, recipe):
         metadata = {"id": dataset_id(spec.slug, user), "title": f"{spec.slug[:42]} models",
                     "licenses": [{"name": "CC0-1.0"}]}
         (tmp / METADATA).write_text(json.dumps(metadata, indent=1) + "\n")
+        tmp.chmod(0o777 & ~UMASK)
         old = folder.with_name(folder.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if folder.exists():
@@ -141,19 +175,32 @@ def _sha256(path):
 def find_release(slug):
     """The release of `slug` attached to a kernel, wherever Kaggle mounted the dataset."""
     def holds(folder, files):
-        return MANIFEST in files and json.loads((folder / MANIFEST).read_text()).get("competition") == slug
+        manifest = _json(folder / MANIFEST, {}) if MANIFEST in files else {}
+        return isinstance(manifest, dict) and manifest.get("competition") == slug
     return search_inputs(holds, f"the models dataset of {slug} (a folder holding {MANIFEST})",
                          f"attach the dataset `make publish competition={slug}` made")
 
 
+# What may differ where a release runs; the rest is the recipe its CV was measured with.
+RUN_TIME = ("data_dir", "runs_dir", "batch_size", "workers", "image_cache", "cache_mb")
+
+
 def load_release(folder, overrides=None):
-    """The release in `folder`, every file checked against its manifest, and its spec (with the
-    command line's `overrides`)."""
+    """The release in `folder`, every file checked against its manifest, and its spec. Only the
+    keys of RUN_TIME may be overridden: the rest is the recipe the CV was measured with."""
     folder = Path(folder)
+    fixed = sorted(set(overrides or {}) - set(RUN_TIME))
+    if fixed:
+        raise KitError(f"{fixed[0]} is fixed by the release (its recipe made the CV); only "
+                       f"{', '.join(RUN_TIME)} may change where it runs")
     if not (folder / MANIFEST).is_file():
         raise KitError(f"no release at {folder} (no {MANIFEST}): make release first")
-    manifest = json.loads((folder / MANIFEST).read_text())
-    for name, digest in manifest["files"].items():
+    manifest = _json(folder / MANIFEST)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise KitError(f"{folder / MANIFEST} lists no files: a damaged release? make release and publish "
+                       f"it again")
+    for name, digest in files.items():
         if not (folder / name).is_file():
             raise KitError(f"{folder / name} is missing from the release: make release and publish it again")
         if _sha256(folder / name) != digest:
@@ -161,7 +208,18 @@ def load_release(folder, overrides=None):
                            f"make release and publish it again")
     overrides = dict(overrides or {})
     if (folder / "augment.json").is_file():
-        overrides.setdefault("augment", str(folder / "augment.json"))
+        overrides["augment"] = str(folder / "augment.json")
     spec = load_spec(str(folder / "spec.yaml"), overrides)
-    recipe = json.loads((folder / "recipe.json").read_text())
-    return Release(folder, spec, recipe, hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest())
+    digest = hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
+    return Release(folder, spec, _json(folder / "recipe.json"), digest)
+
+
+def _json(path, default=None):
+    """A JSON file of the release; damaged, it is one line (or `default`, when given)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        if default is not None:
+            return default
+        raise KitError(f"{path} is not readable JSON: a damaged release? make release and publish it "
+                       f"again") from None

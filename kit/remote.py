@@ -14,7 +14,7 @@ from pathlib import Path
 from kit import KitError, kaggle_client
 from kit.bundle import build_bundle, build_inference_bundle, bundles, kernel_id
 from kit.files import write_text
-from kit.release import METADATA, load_release, release_dir
+from kit.release import load_release, release_dir
 from kit.runs import run_of
 
 
@@ -34,26 +34,39 @@ def push_all(spec, user, force=False):
             push(spec, backbone, fold, user)
 
 
-def publish(spec):
+def publish(spec, message=""):
     """runs/<slug>/release/ as a Kaggle dataset: created, or a new version when it changed since
     the last publish (runs/<slug>/published.json remembers what was sent)."""
     release = load_release(release_dir(spec))
-    dataset = json.loads((release.folder / METADATA).read_text())["id"]
-    record, sent = spec.runs_path / "published.json", {"dataset": dataset, "digest": release.digest}
-    if record.is_file() and json.loads(record.read_text()) == sent:
-        print(f"{dataset}: the release has not changed since it was published; nothing sent")
+    sent = {"dataset": release.dataset, "digest": release.digest}
+    if _published(spec) == sent:
+        print(f"{release.dataset}: the release has not changed since it was published; nothing sent")
         return
     recipe = release.recipe
     models = sum(len(m["runs"]) for m in recipe["members"])
-    notes = f"{recipe['method']} of {models} models, CV {recipe['metric']} {recipe['cv']}"
-    done = kaggle_client.publish(release.folder, dataset, notes)
-    write_text(record, json.dumps(sent) + "\n")
-    print(f"{dataset}: {done} ({notes}); attach it to the inference kernel: make inference-kernel")
+    notes = message or f"{recipe['method']} of {models} models, CV {recipe['metric']} {recipe['cv']}"
+    done = kaggle_client.publish(release.folder, release.dataset, notes)
+    write_text(spec.runs_path / "published.json", json.dumps(sent) + "\n")
+    print(f"{release.dataset}: {done} ({notes}); its inference kernel: make inference-kernel")
+
+
+def _published(spec):
+    path = spec.runs_path / "published.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def submit_code(spec, user, message, version=0, timeout=540, poll=60):
     """Push the inference kernel, wait until its run is COMPLETE, submit that version's
-    submission.csv. `version`: submit a version pushed before instead (no push, no wait)."""
+    submission.csv. `version`: submit a version pushed before instead (no push, no wait). The
+    release must hold the current runs and be published as it is."""
+    release = load_release(release_dir(spec))
+    stale = release.stale(spec)
+    if stale:
+        raise KitError(f"retrained since make release: {', '.join(stale)}: make release and make publish "
+                       f"again")
+    if _published(spec) != {"dataset": release.dataset, "digest": release.digest}:
+        raise KitError(f"{release.folder} is not published as it is now: make publish first (the kernel "
+                       f"reads the dataset {release.dataset})")
     folder = build_inference_bundle(spec, user)
     kernel = kernel_id(folder)
     if not version:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
-from kit.files import read_csv, write_csv
+from kit.files import read_csv, write_csv, write_text
 from kit.metrics import as_columns, column_names, from_columns
 
 
@@ -53,6 +54,12 @@ class Run:
         """oof.csv, then test.csv: written last, it marks the run finished."""
         write_csv(self.oof, _frame(task, classes, oof_ids, oof))
         write_csv(self.test, _frame(task, classes, test_ids, test))
+
+    def record(self, **settings):
+        """Settings that made the files in the folder, into config.yaml (e.g. the TTA of a
+        prediction made again with other views)."""
+        config = yaml.safe_load(self.config.read_text()) if self.config.is_file() else {}
+        write_text(self.config, yaml.safe_dump({**config, **settings}, sort_keys=False))
 
     def predictions(self):
         """(oof, test): frames of probability columns indexed by id."""

@@ -19,12 +19,21 @@ from kit.files import atomic_path, write_csv, write_text
 from kit.folds import Fold, load_fold
 from kit.inputs import eval_batches, feature_stream, on_device, train_stream
 from kit.metrics import spec_score
-from kit.model import Device, build_model, compile_model, set_trainable, setup_device, trainable_layers
+from kit.model import (
+    Device,
+    build_model,
+    compile_model,
+    releasing,
+    set_trainable,
+    setup_device,
+    trainable_layers,
+)
 from kit.plots import plot_curves
 from kit.predict import write_predictions
 from kit.runs import Run, run_of
 
 
+@releasing
 def run_fold(spec, backbone, fold, force=False):
     """The recipe: load the fold, build the model, train it phase by phase, keep the best
     weights, predict. A finished run is kept unless `force`; a killed one resumes."""

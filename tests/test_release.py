@@ -65,10 +65,29 @@ def test_what_cannot_be_released_is_one_clear_line(fake_runs):
     with pytest.raises(KitError, match="unknown backbone 'vgg61'"):
         build_release(spec, "mean", "tester", members="vgg61")
     folder = build_release(spec, "mean", "tester")
+    with pytest.raises(KitError, match="tta is fixed by the release \\(its recipe made the CV\\); only data_dir"):
+        load_release(folder, {"tta": "hflip"})
     model = folder / "vgg16-fold0.keras"
     model.write_bytes(model.read_bytes() + b"!")
     with pytest.raises(KitError, match="vgg16-fold0.keras does not match its checksum in kit-release.json"):
         load_release(folder)
+    (folder / MANIFEST).write_text("{bad")
+    with pytest.raises(KitError, match="kit-release.json is not readable JSON: a damaged release"):
+        load_release(folder)
+
+
+def test_a_release_predicts_with_the_views_its_runs_were_predicted_with(fake_runs):
+    from kit.runs import run_of
+
+    spec, _, write = fake_runs
+    for fold in (0, 1):
+        write("vgg16", fold, 0.1, seed=fold)
+        run_of(spec, "vgg16", fold).record(tta=["hflip"], tta_augment=0)  # as make predict tta=hflip leaves it
+    recipe = load_release(build_release(spec, "mean", "tester"))
+    assert recipe.recipe["tta"] == {"views": ["hflip"], "augmented": 0} and recipe.spec.tta == ["hflip"]
+    run_of(spec, "vgg16", 1).record(tta=["vflip"])
+    with pytest.raises(KitError, match="the runs were predicted with different test-time views"):
+        build_release(spec, "mean", "tester")
 
 
 def test_a_kernel_finds_the_release_wherever_the_dataset_is_mounted(fake_runs, tmp_path, monkeypatch):
@@ -103,26 +122,30 @@ def test_at_run_time_a_bad_test_image_or_another_sample_is_one_line_and_keeps_th
     (spec.data_path / "test" / "te003.png").write_bytes(b"\x89PNG cut")
     with pytest.raises(KitError, match="1 test images cannot be read .*te003.png"):
         infer(folder, out, overrides)
+    with pytest.raises(KitError, match="is a release of tiny, not of other"):
+        infer(folder, out, overrides, slug="other")
+    pd.read_csv(sample).iloc[:0].to_csv(sample, index=False)
+    with pytest.raises(KitError, match="no test images to predict: .*sample_submission.csv has no rows"):
+        infer(folder, out, overrides)
     assert out.read_text() == "the last good one\n"
 
 
 def test_the_inference_kernel_is_offline_and_carries_what_inference_imports(fake_runs):
-    spec, _, _ = fake_runs
-    folder = build_inference_bundle(spec, "tester")
+    spec, _, write = fake_runs
+    with pytest.raises(KitError, match="no release at .*release .*make release first"):
+        build_inference_bundle(spec, "tester")
+    write("vgg16", 0, 0.1)
+    build_release(spec, "mean", "tester")
+    folder = build_inference_bundle(spec, "alice")  # reads the dataset the release is published as
     meta = json.loads((folder / "kernel-metadata.json").read_text())
     assert meta["enable_internet"] is False and meta["dataset_sources"] == ["tester/tiny-models"]
-    assert meta["competition_sources"] == ["tiny"] and meta["id"] == "tester/tiny-inference"
+    assert meta["competition_sources"] == ["tiny"] and meta["id"] == "alice/tiny-inference"
     text = (folder / "kernel.py").read_text()
     assert "'kit/infer.py'" in text and "'kit/train.py'" not in text and "'kit/bench.py'" not in text
 
 
-def test_publish_creates_the_dataset_then_a_version_only_when_the_release_changed(fake_runs, kaggle_server):
-    from kit.remote import publish
-
-    spec, _, write = fake_runs
-    for fold in (0, 1):
-        write("vgg16", fold, 0.1, seed=fold)
-    folder = build_release(spec, "mean", "tester")
+def _datasets(kaggle_server):
+    """Stand-in replies for publishing: the dataset exists once `exists["now"]` is set."""
     exists = {"now": False}
     kaggle_server.replies.update({
         "GetDatasetStatus": lambda body: (200, {"status": "READY"}, {}) if exists["now"] else
@@ -132,6 +155,17 @@ def test_publish_creates_the_dataset_then_a_version_only_when_the_release_change
         "CreateDataset": (200, {"ref": "tester/tiny-models", "url": "https://www.kaggle.com/tester/tiny-models"}, {}),
         "CreateDatasetVersion": (200, {"ref": "tester/tiny-models", "url": "u"}, {}),
     })
+    return exists
+
+
+def test_publish_creates_the_dataset_then_a_version_only_when_the_release_changed(fake_runs, kaggle_server):
+    from kit.remote import publish
+
+    spec, _, write = fake_runs
+    for fold in (0, 1):
+        write("vgg16", fold, 0.1, seed=fold)
+    folder = build_release(spec, "mean", "tester")
+    exists = _datasets(kaggle_server)
     publish(spec)
     sent = {name.removeprefix("/upload/"): data for name, data in kaggle_server.uploads.items()}
     assert sent == {n: b for n, b in _files(folder).items() if n != "dataset-metadata.json"}
@@ -152,9 +186,21 @@ def test_publish_creates_the_dataset_then_a_version_only_when_the_release_change
 
 
 def test_submit_code_pushes_waits_for_complete_and_submits_that_version(fake_runs, kaggle_server, capsys):
-    from kit.remote import submit_code
+    from kit.remote import publish, submit_code
+    from kit.runs import run_of
 
-    spec, _, _ = fake_runs
+    spec, _, write = fake_runs
+    write("vgg16", 0, 0.1)
+    build_release(spec, "mean", "tester")
+    _datasets(kaggle_server)
+    with pytest.raises(KitError, match="release is not published as it is now: make publish first"):
+        submit_code(spec, "tester", "m", poll=0)
+    publish(spec)
+    model = run_of(spec, "vgg16", 0).model
+    model.write_bytes(b"retrained")
+    with pytest.raises(KitError, match="retrained since make release: vgg16/fold0: make release and make publish"):
+        submit_code(spec, "tester", "m", poll=0)
+    model.write_bytes(b"stand-in model of vgg16 fold 0")
     kaggle_server.replies["SaveKernel"] = lambda body: (200, {"ref": "r", "url": "u", "versionNumber": 7}, {})
     states = iter(["QUEUED", "RUNNING", "RUNNING", "COMPLETE"])
     kaggle_server.replies["GetKernelSessionStatus"] = lambda body: (200, {"status": next(states)}, {})
