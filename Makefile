@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 .PHONY: train demo all predict cv ensemble validate download submit kernel push kernels status collect \
-	release publish inference-kernel submit-code infer bench folds spec test test-fast lint install help
+	release publish inference-kernel submit-code infer pseudo bench folds spec test test-fast lint install help
 
 train: $(VENV)/.installed ## train one fold of one backbone: make fold=0 backbone=xception [competition=demo]
 	$(PY) -m kit train $(ARGS)
@@ -26,7 +26,7 @@ train: $(VENV)/.installed ## train one fold of one backbone: make fold=0 backbon
 demo: $(VENV)/.installed ## the whole job on the embedded demo competition (offline): make all competition=demo
 	$(PY) -m kit all competition=demo $(ARGS)
 
-all: $(VENV)/.installed ## every fold x backbone, then cv and a mean-ensemble submission: make all competition=<slug>
+all: $(VENV)/.installed ## every fold x member, cv, and the submission of the best honest CV: make all competition=<slug>
 	$(PY) -m kit all $(ARGS)
 
 predict: $(VENV)/.installed ## predict again with a trained fold (after changing tta): make predict fold=0 backbone=vgg16
@@ -35,8 +35,11 @@ predict: $(VENV)/.installed ## predict again with a trained fold (after changing
 cv: $(VENV)/.installed ## CV table of whatever runs exist; runs/<slug>/cv.csv and report.md
 	$(PY) -m kit cv $(ARGS)
 
-ensemble: $(VENV)/.installed ## a submission CSV under submissions/: make ensemble method=mean|rank|weighted
+ensemble: $(VENV)/.installed ## a submission CSV under submissions/: make ensemble [method=auto|mean|rank|weighted|stack]
 	$(PY) -m kit ensemble $(ARGS)
+
+pseudo: $(VENV)/.installed ## pseudo-labels from round 1 and runs/<slug>/round2.yaml: make pseudo [pseudo_threshold=0.95]
+	$(PY) -m kit pseudo $(ARGS)
 
 validate: $(VENV)/.installed ## check a CSV against the sample submission: make validate file=submissions/x.csv
 	$(PY) -m kit validate $(ARGS)

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from kit import KitError
-from kit.config import check_backbone, check_fold, dump
+from kit.config import check_fold, dump, member_spec
 from kit.data import load_data
 from kit.files import write_text
 from kit.folds import load_folds
@@ -60,8 +60,8 @@ def slugify(text):
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def bundle_dir(spec, backbone, fold):
-    return kernels_dir(spec) / f"{backbone}-fold{fold}"
+def bundle_dir(spec, member, fold):
+    return kernels_dir(spec) / f"{member}-fold{fold}"
 
 
 def bundles(spec):
@@ -75,9 +75,9 @@ def bundles(spec):
     return found
 
 
-def build_bundle(spec, backbone, fold, user):
-    """runs/<slug>/kernels/<backbone>-fold<K>/: a kernel training one fold of one backbone."""
-    check_backbone(backbone)
+def build_bundle(spec, member, fold, user):
+    """runs/<slug>/kernels/<member>-fold<K>/: a kernel training one fold of one member."""
+    _, trained = member_spec(spec, member)
     check_fold(spec, fold)
     if spec.weights not in (None, "imagenet") and not str(spec.weights).startswith("/kaggle/input/"):
         raise KitError(f"weights: {spec.weights} is a local file a kernel cannot see: attach it as a "
@@ -91,10 +91,14 @@ def build_bundle(spec, backbone, fold, user):
         load_folds(spec, load_data(spec))
         where["folds"] = "folds.csv"
         files[where["folds"]] = folds_file(spec).read_text()
-    title = f"{spec.slug[:50 - len(backbone) - 10]} {backbone} fold{fold}"
-    args = ["train", f"backbone={backbone}", f"fold={fold}"]
+    if trained.pseudo:  # and the pseudo-labels a -pseudo member trains on
+        where["pseudo"] = "pseudo.csv"
+        files[where["pseudo"]] = Path(spec.pseudo).read_text()
+    portable = dataclasses.replace(portable, pseudo="")  # the bundle's own copy, put in by run_bundle
+    title = f"{spec.slug[:50 - len(member) - 10]} {member} fold{fold}"
+    args = ["train", f"backbone={member}", f"fold={fold}"]
     metadata = {"enable_internet": spec.kernel_internet, "dataset_sources": spec.kernel_datasets}
-    return _write(portable, bundle_dir(spec, backbone, fold), title, "kit.train", args, files, where,
+    return _write(portable, bundle_dir(spec, member, fold), title, "kit.train", args, files, where,
                   user, metadata)
 
 

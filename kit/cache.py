@@ -40,6 +40,20 @@ class CachedImages(Images):
         return self.array[i]
 
 
+class Joined:
+    """Two image sources as one, indexed on: the first's images, then the second's (training
+    images followed by pseudo-labelled test images)."""
+
+    def __init__(self, first, second):
+        self.first, self.second, self.size = first, second, first.size
+
+    def __len__(self):
+        return len(self.first) + len(self.second)
+
+    def __getitem__(self, i):
+        return self.first[i] if i < len(self.first) else self.second[i - len(self.first)]
+
+
 def competition_images(spec, data, size):
     """(train images, test images, {path: reason} of the unreadable training images), kept as the
     spec says."""

@@ -28,12 +28,13 @@ from kit.options import flag, fold_args, pairs, spec_of, start_tensorflow, submi
 USAGE = """usage: python -m kit <command> [key=value ...]     (competition=demo unless given)
 
 commands:
-  train     one fold of one backbone            fold=0 backbone=<the spec's first> force=0
+  train     one fold of one member              fold=0 backbone=<the spec's first, or a member> force=0
   predict   predict again with a trained fold   fold=0 backbone=...  (e.g. after changing tta)
-  all       every fold x backbone, then cv and an ensemble submission
+  all       every fold x member, then cv and the submission of the best honest CV
   cv        the CV table from whatever runs exist; runs/<slug>/cv.csv and report.md
-  ensemble  a submission CSV under submissions/  method=mean|rank|weighted
+  ensemble  a submission CSV under submissions/  method=auto|mean|rank|weighted|stack
   validate  check a CSV against the sample submission   file=submissions/....csv
+  pseudo    pseudo-labels of confident test images, and the round-2 spec   pseudo_threshold=0.95
   download  the competition's data into data/<slug>/ (official kaggle client)   force=0
   submit    validate, then submit with the official kaggle client
             file=<default: the newest for the competition> message=... dry_run=0
@@ -42,7 +43,7 @@ commands:
   kernels   push one kernel per fold x backbone (finished folds skipped unless force=1)
   status    the state of each pushed kernel
   collect   finished kernels' outputs into runs/<slug>/, as local runs   force=0
-  release   the ensemble as runs/<slug>/release/ (models, recipe, manifest)   method=mean members= user=
+  release   the ensemble as runs/<slug>/release/ (models, recipe, manifest)   method=auto members= user=
   publish   the release as the Kaggle dataset <user>/<slug>-models (created, then new versions)
   inference-kernel   runs/<slug>/kernels/inference/: the code-competition kernel   user=
   submit-code        push it, wait for COMPLETE, submit its submission.csv   message= version= timeout=540
@@ -78,20 +79,21 @@ def cmd_all(options):
     import tensorflow as tf
 
     from kit.report import cv_report
+    from kit.runs import variants
     from kit.submission import ensemble_submission
     from kit.train import run_fold
 
-    for backbone in spec.backbones:
+    for member in (v.name for v in variants(spec)):
         for fold in range(spec.n_folds):
             try:  # each run's models and graphs are released when it returns: memory stays flat
-                run_fold(spec, backbone, fold, force)
+                run_fold(spec, member, fold, force)
             except (MemoryError, tf.errors.ResourceExhaustedError) as e:
                 why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-                raise KitError(f"{backbone}/fold{fold} ran out of memory ({why}): the finished runs are "
+                raise KitError(f"{member}/fold{fold} ran out of memory ({why}): the finished runs are "
                                f"kept and make all again goes on from this one (a smaller batch_size or "
                                f"image_size needs less)") from None
     cv_report(spec)
-    ensemble_submission(spec, "mean")
+    ensemble_submission(spec, "auto")
 
 
 def cmd_cv(options):
@@ -103,7 +105,7 @@ def cmd_cv(options):
 def cmd_ensemble(options):
     from kit.submission import ensemble_submission
 
-    method = options.pop("method", "mean")
+    method = options.pop("method", "auto")
     ensemble_submission(spec_of(options), method)
 
 
@@ -114,6 +116,12 @@ def cmd_validate(options):
     from kit.submission import check
 
     check(submission_file(spec, file), spec, load_data(spec))
+
+
+def cmd_pseudo(options):
+    from kit.pseudo import pseudo_round
+
+    pseudo_round(spec_of(options))
 
 
 def cmd_folds(options):
@@ -173,7 +181,7 @@ COMMANDS = {"train": cmd_train, "predict": cmd_predict, "all": cmd_all, "cv": cm
             "submit": cmd_submit, "kernel": cmd_kernel, "push": cmd_push, "kernels": cmd_kernels,
             "status": cmd_status, "collect": cmd_collect, "release": cmd_release, "publish": cmd_publish,
             "inference-kernel": cmd_inference_kernel, "submit-code": cmd_submit_code, "infer": cmd_infer,
-            "bench": cmd_bench, "folds": cmd_folds, "spec": cmd_spec}
+            "pseudo": cmd_pseudo, "bench": cmd_bench, "folds": cmd_folds, "spec": cmd_spec}
 
 
 def main(argv=None):
@@ -187,12 +195,12 @@ def main(argv=None):
     return _run(lambda: COMMANDS[args[0]](pairs(args[1:])))
 
 
-def run_bundle(home, args, spec, folds=None, augment=None):
+def run_bundle(home, args, spec, folds=None, augment=None, pseudo=None):
     """A kernel bundle's entry (kit/bundle.py): the command `args` on the bundled spec, with the
-    bundled folds put in place first. `spec`, `folds`, `augment`: files in the folder `home`."""
+    bundled folds put in place first. `spec`, `folds`, `augment`, `pseudo`: files in `home`."""
     home = Path(home)
     print(f"kit from {home / 'kit'}", flush=True)
-    overrides = {"augment": str(home / augment)} if augment else {}
+    overrides = {key: str(home / name) for key, name in (("augment", augment), ("pseudo", pseudo)) if name}
     if folds:
         code = _run(lambda: _place_folds(home / folds, str(home / spec), overrides))
         if code:

@@ -21,6 +21,8 @@ from kit.augment import serialized
 from kit.backbones import BACKBONES
 from kit.env import kernel_paths
 from kit.metrics import METRICS
+from kit.postprocess import check as check_postprocess
+from kit.runs import variant
 
 SPEC_DIRS = (Path("competitions"), Path(__file__).resolve().parent.parent / "competitions")
 
@@ -78,8 +80,18 @@ class Spec:
     submission: str = "auto"  # auto (from the sample submission) | probability | label | per_class | labels
     threshold: float = 0.5  # probability -> label, for hard-label metrics and multilabel submissions
     clip: float = 1e-4  # log loss: probabilities are clipped to [clip, 1 - clip]
+    # Fitted on the OOF predictions, scored on folds it was not fitted on (kit/postprocess.py):
+    postprocess: str = "auto"  # auto (applied when that honest CV is better) | on | off
+    min_labels: int = 0  # multilabel post-processing: at least this many labels per image
+    max_labels: int = 0  # ... and at most this many (0: no bound)
     # How to train.
     backbones: list[str] = field(default_factory=lambda: ["vgg16", "resnet50", "xception"])
+    seeds: list[int] = field(default_factory=list)  # more members: each backbone at each seed ...
+    image_sizes: list[int] = field(default_factory=list)  # ... and each image size (kit/runs.Variant)
+    average_seeds: bool = False  # ensemble a member's seeds as one member (their mean)
+    pseudo: str = ""  # pseudo-labelled test images (make pseudo): members <name>-pseudo train on them too
+    pseudo_threshold: float = 0.95  # make pseudo: the confidence a test image needs to be labelled
+    folds_seed: int | None = None  # the seed folds.csv is made with (default: seed; seed variants keep it)
     weights: str | None = "imagenet"  # imagenet | null (random init) | path to a weights file
     image_size: int | None = None  # default: the backbone's own; never below its minimum
     batch_size: int = 32  # per device
@@ -128,6 +140,7 @@ CHOICES = {
     "decay": ("constant", "cosine", "plateau"),
     "submission": ("auto", "probability", "label", "per_class", "labels"),
     "image_cache": ("auto", "memory", "disk", "off"),
+    "postprocess": ("auto", "on", "off"),
 }
 
 
@@ -263,11 +276,16 @@ def validate(spec):
     if spec.task not in METRICS[spec.metric].tasks:
         raise KitError(f"metric: {spec.metric} does not apply to a {spec.task} task")
     for key, low in (("n_folds", 2), ("batch_size", 1), ("limit_batches", 0), ("workers", 0),
-                     ("feature_copies", 0), ("cache_mb", 0)):
+                     ("feature_copies", 0), ("cache_mb", 0), ("min_labels", 0), ("max_labels", 0)):
         if getattr(spec, key) < low:
             raise KitError(f"{key}: {getattr(spec, key)} is below {low}")
-    if spec.image_size is not None and spec.image_size < 8:
-        raise KitError(f"image_size: {spec.image_size} is too small")
+    for size in [spec.image_size, *spec.image_sizes]:
+        if size is not None and size < 8:
+            raise KitError(f"image_size: {size} is too small")
+    if spec.pseudo and not Path(spec.pseudo).is_file():
+        raise KitError(f"pseudo: no pseudo-labels at {spec.pseudo} (make pseudo writes them)")
+    if not 0.5 <= spec.pseudo_threshold < 1:
+        raise KitError(f"pseudo_threshold: {spec.pseudo_threshold} is not in [0.5, 1)")
     for key in ("dropout", "threshold", "clip"):
         if not 0 <= getattr(spec, key) < 1:
             raise KitError(f"{key}: {getattr(spec, key)} is not in [0, 1)")
@@ -280,6 +298,9 @@ def validate(spec):
             raise KitError(f"label_regex: {spec.label_regex!r} needs a (group) around the label")
     except re.error as e:
         raise KitError(f"label_regex: {spec.label_regex!r} is not a regular expression ({e})") from None
+    if spec.max_labels and spec.max_labels < spec.min_labels:
+        raise KitError(f"max_labels: {spec.max_labels} is below min_labels {spec.min_labels}")
+    check_postprocess(spec)
     _validate_schedule(spec.schedule)
     serialized(spec.augment)
 
@@ -302,6 +323,20 @@ def check_backbone(name):
         raise KitError(f"unknown backbone {name!r}{_suggest(name, list(BACKBONES))} "
                        f"(known: {', '.join(BACKBONES)})")
     return BACKBONES[name]
+
+
+def member_spec(spec, name):
+    """(backbone, the spec it trains with) of a member (kit/runs.Variant): its seed, image size
+    and pseudo-labels; the folds stay the competition's."""
+    v = variant(name)
+    check_backbone(v.backbone)
+    if v.pseudo and not spec.pseudo:
+        raise KitError(f"{name}: a -pseudo member trains on pseudo-labels: make pseudo writes them, and the "
+                       f"spec that names them")
+    folds_seed = spec.seed if spec.folds_seed is None else spec.folds_seed
+    return v.backbone, dataclasses.replace(
+        spec, seed=spec.seed if v.seed is None else v.seed, image_size=v.image_size or spec.image_size,
+        pseudo=spec.pseudo if v.pseudo else "", folds_seed=folds_seed)
 
 
 def image_size(spec, entry):

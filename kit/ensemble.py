@@ -1,25 +1,29 @@
 """Cross-validation and ensembling over whatever runs exist on disk: the maths (kit/report.py
 prints the CV, kit/submission.py writes the ensemble's submission).
 
-A backbone's folds are combined first: its OOF predictions are its folds' validation predictions
-put together, its test predictions the mean over its folds. Backbones are then combined by
-mean, rank mean, or weights hill-climbed on the OOF predictions (Caruana et al., 2004).
+A member's folds are combined first: its OOF predictions are its folds' validation predictions
+put together, its test predictions the mean over its folds. Members are then combined by mean,
+rank mean, weights hill-climbed on the OOF predictions (Caruana et al., 2004), or a stacker
+(kit/stack.py). Honest CV: whatever is fitted on the OOF (weights, the stacker, the
+post-processing) is scored on each fold with what was fitted on the other folds only; the test
+predictions use what is fitted on all of them.
 """
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from kit import KitError
-from kit.metrics import METRICS, spec_score
-from kit.runs import probabilities, run_of
+from kit import KitError, postprocess, stack
+from kit.metrics import METRICS, score_decisions, spec_score
+from kit.runs import probabilities, run_of, variants
 
-METHODS = ("mean", "rank", "weighted")
+METHODS = ("mean", "rank", "weighted", "stack")
 
 
 @dataclass
 class Member:
-    """One backbone's predictions over the folds it has finished."""
+    """One member's predictions over the folds it has finished."""
 
     name: str
     folds: list
@@ -27,19 +31,20 @@ class Member:
     oof_fold: np.ndarray  # the fold of each OOF row
     test: pd.DataFrame  # indexed by id
     fold_scores: dict
+    parts: list  # the members whose runs it is made of (several: seeds averaged)
 
 
 def load_members(spec, data):
-    """(members, missing): each backbone of the spec with at least one finished fold, and the
-    `backbone/fold<k>` runs that are not there (yet)."""
+    """(members, missing): each member of the spec (kit/runs.variants) with at least one finished
+    fold, and the `member/fold<k>` runs that are not there (yet)."""
     labels = pd.Series(list(range(len(data.train))), index=data.train["id"])
-    members, missing = [], []
-    for backbone in spec.backbones:
+    members, missing, names = [], [], [v.name for v in variants(spec)]
+    for name in names:
         oofs, tests, scores = [], [], {}
         for fold in range(spec.n_folds):
-            run = run_of(spec, backbone, fold)
+            run = run_of(spec, name, fold)
             if not run.finished():
-                missing.append(f"{backbone}/fold{fold}")
+                missing.append(f"{name}/fold{fold}")
                 continue
             oof, test = run.predictions()
             unknown = oof.index.difference(labels.index)
@@ -52,11 +57,35 @@ def load_members(spec, data):
         if oofs:
             test = sum(t for t in tests) / len(tests)
             oof_fold = np.concatenate([np.full(len(o), k) for k, o in zip(sorted(scores), oofs)])
-            members.append(Member(backbone, sorted(scores), pd.concat(oofs), oof_fold, test, scores))
+            members.append(Member(name, sorted(scores), pd.concat(oofs), oof_fold, test, scores, [name]))
     if not members:
-        raise KitError(f"no finished runs of {', '.join(spec.backbones)} under {spec.runs_path}: train "
+        raise KitError(f"no finished runs of {', '.join(names)} under {spec.runs_path}: train "
                        f"some folds first (make fold=0 backbone={spec.backbones[0]} competition={spec.slug})")
-    return members, missing
+    return (_average_seeds(spec, members, labels_of(data)) if spec.average_seeds else members), missing
+
+
+def _average_seeds(spec, members, y_of):
+    """Members that differ only by seed, as one member: the mean of their predictions, over the
+    folds and images they all have."""
+    groups = {}
+    for m in members:
+        groups.setdefault(re.sub(r"-seed\d+", "", m.name), []).append(m)
+    averaged = []
+    for name, group in groups.items():
+        if len(group) == 1:
+            averaged.append(group[0])
+            continue
+        ids = group[0].oof.index
+        for m in group[1:]:
+            ids = ids.intersection(m.oof.index, sort=False)
+        oof = sum(m.oof.loc[ids] for m in group) / len(group)
+        fold = pd.Series(group[0].oof_fold, index=group[0].oof.index)[ids].to_numpy()
+        scores = {int(k): spec_score(spec, y_of(ids[fold == k]), probabilities(spec.task, oof[fold == k]))
+                  for k in np.unique(fold)}
+        test = sum(m.test for m in group) / len(group)
+        parts = [m.name for m in group]
+        averaged.append(Member(f"{name}-seeds", sorted(scores), oof, fold, test, scores, parts))
+    return averaged
 
 
 def labels_of(data):
@@ -65,35 +94,67 @@ def labels_of(data):
     return lambda ids: data.y[position[ids].to_numpy()]
 
 
+@dataclass
+class Ensemble:
+    method: str
+    ids: pd.Index  # the OOF ids every member predicted
+    folds: np.ndarray  # the fold of each
+    y: np.ndarray  # and its labels
+    oof: np.ndarray  # honest: combined with what was fitted on the other folds
+    test: np.ndarray  # combined with what was fitted on every fold
+    params: dict  # that: {"weights": [...]} or {"stacker": {...}} (kit/stack.py)
+
+
 def combine(spec, members, y_of, method):
-    """(ids, oof, test, weights) of the ensemble: probabilities (ranks for `rank`) over the ids
-    that every member predicted. `y_of` maps OOF ids to labels (for fitting weights)."""
-    check_method(spec, method)
+    """The members' predictions combined by `method`, over the ids that every member predicted."""
+    check_method(spec, method, members)
     ids = members[0].oof.index
     for m in members[1:]:
         ids = ids.intersection(m.oof.index, sort=False)
+    folds = pd.Series(members[0].oof_fold, index=members[0].oof.index)[ids].to_numpy()
     oofs = [probabilities(spec.task, m.oof.loc[ids]) for m in members]
     tests = [probabilities(spec.task, m.test) for m in members]
-    weights = np.full(len(members), 1 / len(members))
+    y = y_of(ids)
+    fitted = lambda rows: _fit(spec, method, [p[rows] for p in oofs], y[rows])
+    oof = np.empty_like(oofs[0])
+    for k in np.unique(folds):
+        oof[folds == k] = apply(spec.task, method, fitted(folds != k), [p[folds == k] for p in oofs])
+    if method == "rank":  # ranks are of the whole OOF, not of each fold's share
+        oof = apply(spec.task, method, fitted(folds >= 0), oofs)
+    params = fitted(folds >= 0)
+    return Ensemble(method, ids, folds, y, oof, apply(spec.task, method, params, tests), params)
+
+
+def _fit(spec, method, predictions, y):
+    if method == "stack":
+        return {"stacker": stack.fit(spec.task, predictions, y)}
     if method == "weighted":
-        weights = hill_climb(oofs, y_of(ids), lambda y, p: spec_score(spec, y, p),
-                             METRICS[spec.metric].higher_is_better)
-    return ids, blend(method, weights, oofs), blend(method, weights, tests), weights
+        score = lambda y, p: spec_score(spec, y, p)
+        return {"weights": hill_climb(predictions, y, score, METRICS[spec.metric].higher_is_better).tolist()}
+    return {"weights": [1 / len(predictions)] * len(predictions)}
 
 
-def check_method(spec, method):
+def apply(task, method, params, predictions):
+    """The members' predictions combined with fitted `params`: the same for the OOF, for the local
+    test set and for a hidden one (kit/infer.py)."""
+    if method == "stack":
+        return stack.apply(task, params["stacker"], predictions)
+    if method == "rank":
+        predictions = [_ranks(p) for p in predictions]
+    return sum(w * p for w, p in zip(params["weights"], predictions))
+
+
+def check_method(spec, method, members):
     if method not in METHODS:
         raise KitError(f"unknown ensemble method {method!r} (methods: {', '.join(METHODS)})")
     if method == "rank" and spec.metric != "roc_auc":
         raise KitError(f"rank averaging gives ranks, not probabilities: it fits roc_auc, not {spec.metric}")
-
-
-def blend(method, weights, predictions):
-    """The members' predictions combined: weighted, after turning each into ranks for `rank`.
-    The same for OOF, for the local test set and for a hidden one (kit/infer.py)."""
-    if method == "rank":
-        predictions = [_ranks(p) for p in predictions]
-    return sum(w * p for w, p in zip(weights, predictions))
+    if method == "stack" and len(members) < 2:
+        raise KitError(f"a stack needs 2 members or more; {members[0].name} is the only one with finished "
+                       f"runs")
+    if method in ("weighted", "stack") and _shared_folds(members) < 2:
+        raise KitError(f"{method} is fitted on the OOF and scored on other folds: it needs 2 folds that "
+                       f"every member finished")
 
 
 def _ranks(p):
@@ -120,9 +181,43 @@ def hill_climb(predictions, y, scorer, higher_is_better, rounds=100):
     return counts / counts.sum()
 
 
+@dataclass
+class Choice:
+    """An ensemble method and whether post-processing goes with it, by honest CV."""
+
+    ensemble: Ensemble
+    cv: float  # without post-processing
+    postprocessed: float | None  # with it, fitted on the other folds (None: none for this metric)
+    apply_postprocess: bool
+
+    @property
+    def score(self):
+        return self.postprocessed if self.apply_postprocess else self.cv
+
+
+def evaluate(spec, members, y_of, method):
+    """The honest CV of `method`, with and without post-processing, and the spec's decision."""
+    e = combine(spec, members, y_of, method)
+    cv = spec_score(spec, e.y, e.oof)
+    if postprocess.kind(spec) is None or spec.postprocess == "off" or len(np.unique(e.folds)) < 2:
+        return Choice(e, cv, None, False)
+    decided = score_decisions(spec.metric, e.y, postprocess.honest(spec, e.y, e.oof, e.folds))
+    better = decided > cv if METRICS[spec.metric].higher_is_better else decided < cv
+    return Choice(e, cv, decided, spec.postprocess == "on" or better)
+
+
+def choose(spec, members, y_of, method="auto"):
+    """(chosen, every choice evaluated): `method`, or with "auto" the best honest CV."""
+    methods = usable_methods(spec, members) if method == "auto" else [method]
+    choices = [evaluate(spec, members, y_of, m) for m in methods]
+    sign = 1 if METRICS[spec.metric].higher_is_better else -1
+    return max(choices, key=lambda c: sign * c.score), choices
+
+
 def cross_validate(spec, data):
-    """(table, members, missing, weights): the score of every fold x backbone, every backbone's whole
-    OOF, and each ensemble method's OOF, as rows of model, fold, score, images."""
+    """(table, members, missing, choices): the score of every fold x member, every member's whole
+    OOF, and each ensemble's honest OOF with and without post-processing, as rows of model, fold,
+    score, images."""
     members, missing = load_members(spec, data)
     y_of = labels_of(data)
     rows = []
@@ -131,16 +226,22 @@ def cross_validate(spec, data):
             rows.append((m.name, f"fold{fold}", m.fold_scores[fold], int((m.oof_fold == fold).sum())))
         oof = probabilities(spec.task, m.oof)
         rows.append((m.name, "oof", spec_score(spec, y_of(m.oof.index), oof), len(m.oof)))
-    weights = {}
-    for method in usable_methods(spec, members):
-        ids, oof, _, w = combine(spec, members, y_of, method)
-        rows.append((f"ensemble:{method}", "oof", spec_score(spec, y_of(ids), oof), len(ids)))
-        weights[method] = dict(zip((m.name for m in members), w.round(4).tolist()))
+    _, choices = choose(spec, members, y_of)
+    for c in choices:
+        rows.append((f"ensemble:{c.ensemble.method}", "oof", c.cv, len(c.ensemble.ids)))
+        if c.postprocessed is not None:
+            rows.append((f"ensemble:{c.ensemble.method}+pp", "oof", c.postprocessed, len(c.ensemble.ids)))
     table = pd.DataFrame(rows, columns=["model", "fold", "score", "images"])
-    return table, members, missing, weights
+    return table, members, missing, choices
 
 
 def usable_methods(spec, members):
-    """The ensemble methods worth reporting: rank only for a rank metric, weights with 2+ members."""
-    return [m for m in METHODS if (m != "rank" or spec.metric == "roc_auc") and
-            (m == "mean" or len(members) > 1)]
+    """The ensemble methods worth reporting: rank only for a rank metric, fitted ones with 2+
+    members and 2+ folds every member finished (fitted on one, scored on another)."""
+    fitted = len(members) > 1 and _shared_folds(members) > 1
+    return [m for m in METHODS
+            if (m != "rank" or spec.metric == "roc_auc") and (m in ("mean", "rank") or fitted)]
+
+
+def _shared_folds(members):
+    return len(set.intersection(*(set(m.folds) for m in members)))

@@ -4,7 +4,9 @@ and one fold loaded as training, prediction and the bench use it.
 StratifiedKFold for binary and multiclass, StratifiedGroupKFold when the spec names a group
 column, iterative multilabel stratification for multilabel. Same seed -> byte-identical file.
 """
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +14,7 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 
 from kit import KitError
-from kit.cache import Images, competition_images
+from kit.cache import Images, Joined, competition_images
 from kit.config import check_backbone, check_fold, image_size
 from kit.data import Data, load_data
 from kit.files import read_csv, write_csv
@@ -42,7 +44,8 @@ def load_folds(spec, data):
     """The fold of every training image: runs/<slug>/folds.csv, made on first use."""
     path = folds_file(spec)
     if not path.is_file():
-        write_csv(path, make_folds(data, spec.n_folds, spec.seed))
+        seed = spec.seed if spec.folds_seed is None else spec.folds_seed
+        write_csv(path, make_folds(data, spec.n_folds, seed))
     folds = read_csv(path, "folds file")
     if folds["id"].tolist() != data.train["id"].tolist():
         raise KitError(f"{path} was made for other training images: delete it to make new folds "
@@ -61,11 +64,12 @@ class Fold:
     index: int
     task: str
     data: Data
-    images: Images  # every training image, by row of data.train
+    images: Images  # every training image, by row of data.train (then pseudo-labelled test images)
     test_images: Images  # every test image, by row of data.test
     skipped: dict  # {path: reason}: unreadable training images, in neither split
     train_idx: np.ndarray
-    val_idx: np.ndarray
+    val_idx: np.ndarray  # rows of data.train only: validation never sees a pseudo-label
+    labels: np.ndarray  # of every image in `images`, as the kit holds labels
 
     @property
     def size(self):
@@ -73,8 +77,8 @@ class Fold:
 
     @property
     def y(self):
-        """Every training image's labels as the model's loss takes them."""
-        return as_columns(self.task, self.data.y)
+        """The labels of `images`, as the model's loss takes them."""
+        return as_columns(self.task, self.labels)
 
 
 def load_fold(spec, backbone, fold, log=None):
@@ -90,5 +94,27 @@ def load_fold(spec, backbone, fold, log=None):
             f"{len(data.test)} test images, classes: {', '.join(data.classes[:10])}")
     images, test_images, bad = competition_images(spec, data, size)
     usable = ~data.train["path"].isin(list(bad)).to_numpy()
-    return Fold(fold, spec.task, data, images, test_images, bad,
-                np.flatnonzero((fold_of != fold) & usable), np.flatnonzero((fold_of == fold) & usable))
+    f = Fold(fold, spec.task, data, images, test_images, bad, np.flatnonzero((fold_of != fold) & usable),
+             np.flatnonzero((fold_of == fold) & usable), data.y)
+    return _with_pseudo(spec, f, log) if spec.pseudo else f
+
+
+def _with_pseudo(spec, f, log):
+    """The fold's pseudo-labelled test images (kit/pseudo.py) added to its training images."""
+    table = read_csv(Path(spec.pseudo), "pseudo-labels")
+    table = table[table["fold"].astype(int) == f.index]
+    position = pd.Series(range(len(f.data.test)), index=f.data.test["id"])
+    unknown = pd.Index(table["id"]).difference(position.index)
+    if len(unknown):
+        raise KitError(f"{spec.pseudo}: {len(unknown)} pseudo-labelled ids are not test images, e.g. "
+                       f"{unknown[0]!r}: make pseudo again")
+    values = table[table.columns[2:]].astype(float).to_numpy()
+    rows = position[table["id"]].to_numpy()
+    test_labels = np.zeros((len(f.data.test), *f.data.y.shape[1:]), f.data.y.dtype)  # `rows` are read
+    hard = {"binary": values[:, 0], "multiclass": values.argmax(1), "multilabel": values}[spec.task]
+    test_labels[rows] = hard
+    if log:
+        log(f"pseudo-labels: {len(rows)} test images join fold {f.index}'s training images ({spec.pseudo})")
+    return dataclasses.replace(f, images=Joined(f.images, f.test_images),
+                               train_idx=np.concatenate([f.train_idx, len(f.data.train) + rows]),
+                               labels=np.concatenate([f.data.y, test_labels]))

@@ -3,7 +3,7 @@ competition's re-run, Kaggle's hidden test set. What a code-competition kernel r
 
 Test ids and images come from the data folder at run time, never from a list saved at build
 time. One model is in memory at a time; each member's folds are averaged and the members
-combined exactly as `make ensemble` does (kit/ensemble.blend), then checked against the sample
+combined and post-processed exactly as `make ensemble` does, then checked against the sample
 submission present at run time before the CSV is written, atomically.
 """
 import json
@@ -17,7 +17,7 @@ from kit import KitError
 from kit.augment import Augmenter, serialized
 from kit.cache import test_images
 from kit.data import load_test
-from kit.ensemble import blend
+from kit.ensemble import apply
 from kit.files import atomic_path, read_csv, write_text
 from kit.metrics import from_columns
 from kit.model import released
@@ -62,8 +62,8 @@ def infer(folder, out, overrides=None, slug=None, log=print):
         log(f"{name} fold {run['fold']}: {rate:.0f} images/s; about {left / 60:.1f} min left "
             f"for {len(runs) - k - 1} more model(s)")
     members = [sum(folds) / len(folds) for folds in predictions.values()]
-    p = blend(recipe["method"], [m["weight"] for m in recipe["members"]], members)
-    submission = frame(spec, sample, recipe["classes"], test["id"].tolist(), p)
+    p = apply(spec.task, recipe["method"], recipe["ensemble"], members)
+    submission = frame(spec, sample, recipe["classes"], test["id"].tolist(), p, recipe["postprocess"])
     with atomic_path(out) as tmp:
         submission.to_csv(tmp, index=False)
         found = problems(tmp, sample, spec, recipe["classes"])

@@ -87,7 +87,7 @@ def cmd_release(options):
     from kit.kaggle_client import kaggle_user
     from kit.release import build_release
 
-    method, members, user = options.pop("method", "mean"), options.pop("members", ""), options.pop("user", "")
+    method, members, user = options.pop("method", "auto"), options.pop("members", ""), options.pop("user", "")
     spec = spec_of(options)
     folder = build_release(spec, method, kaggle_user(user, "the models dataset's id"), members)
     recipe = json.loads((folder / "recipe.json").read_text())

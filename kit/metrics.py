@@ -6,6 +6,7 @@ Labels `y`: binary (n,) 0/1, multiclass (n,) class index, multilabel (n, K) 0/1.
 Keras and the prediction files hold a binary task as one column, (n, 1): `as_columns` and
 `from_columns` cross that border, in this module only.
 """
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +42,7 @@ def hard_labels(task, p, threshold):
 
 @dataclass(frozen=True)
 class Metric:
-    score: object  # (y, p, threshold) -> float
+    fn: object  # (y, values) -> float: values are labels for a hard metric, else probabilities
     higher_is_better: bool
     tasks: tuple
     hard: bool = True  # scores labels (probabilities thresholded or argmaxed), not probabilities
@@ -51,38 +52,41 @@ def _task(y, p):
     return "multilabel" if y.ndim == 2 else "binary" if p.ndim == 1 else "multiclass"
 
 
-def _log_loss(y, p, threshold):
+def _log_loss(y, p):
     if _task(y, p) == "multilabel":  # mean column-wise log loss, as Kaggle scores it
-        return float(np.mean([skm.log_loss(y[:, k], p[:, k], labels=[0, 1]) for k in range(y.shape[1])]))
-    labels = [0, 1] if p.ndim == 1 else list(range(p.shape[1]))
-    return float(skm.log_loss(y, p, labels=labels))
+        return np.mean([skm.log_loss(y[:, k], p[:, k], labels=[0, 1]) for k in range(y.shape[1])])
+    return skm.log_loss(y, p, labels=[0, 1] if p.ndim == 1 else list(range(p.shape[1])))
 
 
-def _roc_auc(y, p, threshold):
+def _roc_auc(y, p):
     if _task(y, p) == "multiclass":
-        return float(skm.roc_auc_score(y, p, multi_class="ovr", labels=list(range(p.shape[1]))))
-    return float(skm.roc_auc_score(y, p))  # binary, or macro over multilabel columns
-
-
-def _hard_metric(fn, **kwargs):
-    return lambda y, p, threshold: float(fn(y, hard_labels(_task(y, p), p, threshold), **kwargs))
+        return skm.roc_auc_score(y, p, multi_class="ovr", labels=list(range(p.shape[1])))
+    return skm.roc_auc_score(y, p)  # binary, or macro over multilabel columns
 
 
 ALL = ("binary", "multiclass", "multilabel")
 METRICS = {
     "log_loss": Metric(_log_loss, False, ALL, hard=False),
     "roc_auc": Metric(_roc_auc, True, ALL, hard=False),
-    "accuracy": Metric(_hard_metric(skm.accuracy_score), True, ALL),
-    "f1_micro": Metric(_hard_metric(skm.f1_score, average="micro"), True, ALL),
-    "f1_macro": Metric(_hard_metric(skm.f1_score, average="macro"), True, ALL),
-    "qwk": Metric(_hard_metric(skm.cohen_kappa_score, weights="quadratic"), True, ("binary", "multiclass")),
-    "f2": Metric(_hard_metric(skm.fbeta_score, beta=2, average="samples", zero_division=0), True,
+    "accuracy": Metric(skm.accuracy_score, True, ALL),
+    "f1_micro": Metric(functools.partial(skm.f1_score, average="micro"), True, ALL),
+    "f1_macro": Metric(functools.partial(skm.f1_score, average="macro"), True, ALL),
+    "qwk": Metric(functools.partial(skm.cohen_kappa_score, weights="quadratic"), True,
+                  ("binary", "multiclass")),
+    "f2": Metric(functools.partial(skm.fbeta_score, beta=2, average="samples", zero_division=0), True,
                  ("multilabel",)),
 }
 
 
 def score(name, y, p, threshold=0.5):
-    return METRICS[name].score(np.asarray(y), np.asarray(p), threshold)
+    """The metric of probabilities `p` (thresholded or argmaxed first for a hard metric)."""
+    y, p = np.asarray(y), np.asarray(p)
+    return score_decisions(name, y, hard_labels(_task(y, p), p, threshold) if METRICS[name].hard else p)
+
+
+def score_decisions(name, y, decisions):
+    """The metric of what is submitted: labels for a hard metric, else probabilities."""
+    return float(METRICS[name].fn(np.asarray(y), np.asarray(decisions)))
 
 
 def postprocess(spec, p):

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 from kit import KitError
-from kit.config import check_backbone, check_fold, load_spec
+from kit.config import check_fold, load_spec, member_spec
 
 
 def pairs(args):
@@ -60,14 +60,15 @@ def start_tensorflow():
 
 
 def fold_args(options):
-    """(spec, backbone, fold): fold=0 and backbone=<the spec's first> unless given, checked before
-    TensorFlow's slow import so that a typo fails at once."""
-    fold, backbone = integer(options, "fold", 0), options.pop("backbone", "")
+    """(spec, member, fold): fold=0 and backbone=<the spec's first> unless given (a backbone, or a
+    member such as vgg16-seed1-384px), checked before TensorFlow's slow import so that a typo
+    fails at once."""
+    fold, member = integer(options, "fold", 0), options.pop("backbone", "")
     spec = spec_of(options)
-    backbone = backbone or spec.backbones[0]
-    check_backbone(backbone)
+    member = member or spec.backbones[0]
+    member_spec(spec, member)
     check_fold(spec, fold)
-    return spec, backbone, fold
+    return spec, member, fold
 
 
 def submission_file(spec, file):

@@ -5,7 +5,7 @@ import numpy as np
 
 from kit import KitError
 from kit.augment import TTA_EPOCH, Augmenter, augmented_views, serialized
-from kit.config import check_backbone, check_fold
+from kit.config import check_fold, member_spec
 from kit.folds import load_fold
 from kit.inputs import eval_batches
 from kit.metrics import from_columns, spec_score
@@ -45,11 +45,11 @@ def write_predictions(spec, model, fold, batch, augment, run):
 
 
 @releasing
-def predict_fold(spec, backbone, fold):
+def predict_fold(spec, member, fold):
     """Predict again with a trained fold's saved model (e.g. after changing the TTA)."""
-    check_backbone(backbone)
+    backbone, spec = member_spec(spec, member)
     check_fold(spec, fold)
-    run = run_of(spec, backbone, fold)
+    run = run_of(spec, member, fold)
     if not run.model.is_file():
         raise KitError(f"no trained model at {run.model}: train the fold first")
     f = load_fold(spec, backbone, fold)

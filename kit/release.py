@@ -28,11 +28,12 @@ from kit import KitError
 from kit.augment import serialized
 from kit.config import Spec, check_backbone, dump, load_spec
 from kit.data import load_data
-from kit.ensemble import combine, labels_of, load_members
+from kit.ensemble import choose, labels_of, load_members
 from kit.env import search_inputs
 from kit.files import UMASK, read_csv
 from kit.metrics import spec_score
-from kit.runs import probabilities, run_of
+from kit.postprocess import fit
+from kit.runs import probabilities, run_of, variant
 from kit.submission import submission_format
 
 MANIFEST = "kit-release.json"  # also how a kernel recognises a release among its inputs
@@ -63,41 +64,48 @@ class Release:
     def stale(self, spec):
         """The runs of `spec` retrained since the release was made (their models are not its copies)."""
         files = _json(self.folder / MANIFEST)["files"]
-        return [f"{m['name']}/fold{r['fold']}" for m in self.recipe["members"] for r in m["runs"]
-                if not run_of(spec, m["name"], r["fold"]).model.is_file()
-                or _sha256(run_of(spec, m["name"], r["fold"]).model) != files[r["file"]]]
+        return [f"{r['member']}/fold{r['fold']}" for m in self.recipe["members"] for r in m["runs"]
+                if not run_of(spec, r["member"], r["fold"]).model.is_file()
+                or _sha256(run_of(spec, r["member"], r["fold"]).model) != files[r["file"]]]
 
 
 def build_release(spec, method, user, members=""):
-    """runs/<slug>/release/ for the finished runs of `members` (backbone names, comma-separated;
-    default: every backbone of the spec with a finished run), ensembled by `method`."""
+    """runs/<slug>/release/ for the finished runs of `members` (member names, comma-separated;
+    default: every member of the spec with a finished run), ensembled by `method` (auto: the
+    best honest CV) and post-processed exactly as `make ensemble` would."""
     data, found, missing = _members(spec, members)
     y_of = labels_of(data)
-    ids, oof, _, weights = combine(spec, found, y_of, method)
-    models, entries, views = {}, [], set()
-    for member, weight in zip(found, weights):
-        if not weight:  # adds nothing to the ensemble: not worth a kernel's time
+    chosen, _ = choose(spec, found, y_of, method)
+    e = chosen.ensemble
+    weights = e.params.get("weights", [None] * len(found))
+    models, entries, views, kept = {}, [], set(), []
+    for k, (member, weight) in enumerate(zip(found, weights)):
+        if weight == 0:  # adds nothing to the ensemble: not worth a kernel's time
             missing.append(f"{member.name} (weight 0)")
             continue
+        kept.append(k)
         runs = []
-        for fold in member.folds:
-            run, name = run_of(spec, member.name, fold), f"{member.name}-fold{fold}.keras"
+        for part, fold in ((part, fold) for part in member.parts for fold in member.folds):
+            run, name = run_of(spec, part, fold), f"{part}-fold{fold}.keras"
             config = yaml.safe_load(run.config.read_text())
             views.add(_views(spec, config))
             models[name] = run.model
-            runs.append({"fold": fold, "file": name, "image_size": config["image_size"]})
+            runs.append({"member": part, "fold": fold, "file": name, "image_size": config["image_size"]})
         score = spec_score(spec, y_of(member.oof.index), probabilities(spec.task, member.oof))
-        entries.append({"name": member.name, "weight": float(weight), "runs": runs, "cv": round(score, 6)})
+        entries.append({"name": member.name, "weight": weight, "runs": runs, "cv": round(score, 6)})
     if len(views) != 1:
         raise KitError(f"the runs were predicted with different test-time views ([tta, tta_augment]: "
                        f"{' and '.join(sorted(views))}): predict them again alike (make predict ... tta=...)")
     tta, tta_augment = json.loads(views.pop())
     spec = dataclasses.replace(spec, tta=tta, tta_augment=tta_augment)
     sample = read_csv(spec.data_path / spec.sample_submission, "sample submission")
+    params = e.params if e.method == "stack" else {"weights": [weights[k] for k in kept]}
     recipe = {
         "competition": spec.slug, "task": spec.task, "metric": spec.metric, "classes": list(data.classes),
-        "method": method, "members": entries, "cv": round(spec_score(spec, y_of(ids), oof), 6),
-        "missing": missing, "tta": {"views": tta, "augmented": tta_augment},
+        "method": e.method, "ensemble": params, "members": entries, "missing": missing,
+        "postprocess": fit(spec, e.y, e.oof) if chosen.apply_postprocess else None,
+        "cv": round(chosen.score, 6), "cv_without_postprocess": round(chosen.cv, 6),
+        "tta": {"views": tta, "augmented": tta_augment},
         "submission": {"format": submission_format(spec, sample, data.classes), "threshold": spec.threshold,
                        "clip": spec.clip, "columns": list(sample.columns)},
     }
@@ -105,18 +113,20 @@ def build_release(spec, method, user, members=""):
 
 
 def _members(spec, members):
-    """(data, members, missing runs): the backbones named (every one of the spec's by default)
+    """(data, members, missing runs): the members named (every one of the spec's by default)
     with at least one finished run; a named one without is an error."""
     names = [m.strip() for m in members.split(",") if m.strip()]
     for name in names:
-        check_backbone(name)
-    chosen = dataclasses.replace(spec, backbones=names) if names else spec
-    data = load_data(chosen)
-    found, missing = load_members(chosen, data)
+        check_backbone(variant(name.removesuffix("-seeds")).backbone)
+    data = load_data(spec)
+    found, missing = load_members(spec, data)
     absent = [n for n in names if n not in {m.name for m in found}]
     if absent:
-        raise KitError(f"members: {absent[0]} has no finished run under {spec.runs_path / absent[0]}: "
-                       f"train it first, or leave it out of members=")
+        raise KitError(f"members: {absent[0]} has no finished run under {spec.runs_path / absent[0]} "
+                       f"(members: {', '.join(m.name for m in found)}): train it first, or leave it out")
+    if names:
+        found = [m for m in found if m.name in names]
+        missing = [r for r in missing if r.split("/")[0] in names]
     return data, found, missing
 
 
@@ -132,8 +142,10 @@ def _views(spec, config):
 
 def _write(spec, user, models, recipe):
     """Every file into a new folder, then swapped in whole: a failure leaves the old release."""
-    portable = dataclasses.replace(spec, data_dir="", runs_dir="runs", weights=None,
-                                   backbones=[m["name"] for m in recipe["members"]])
+    runs = [r for m in recipe["members"] for r in m["runs"]]
+    backbones = list(dict.fromkeys(variant(r["member"]).backbone for r in runs))
+    portable = dataclasses.replace(spec, data_dir="", runs_dir="runs", weights=None, backbones=backbones,
+                                   seeds=[], image_sizes=[], average_seeds=False, pseudo="")
     texts = {"recipe.json": json.dumps(recipe, indent=1, sort_keys=True) + "\n"}
     if isinstance(spec.augment, str):
         texts["augment.json"] = json.dumps(serialized(spec.augment), indent=1, sort_keys=True) + "\n"

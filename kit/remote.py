@@ -15,7 +15,7 @@ from kit import KitError, kaggle_client
 from kit.bundle import build_bundle, build_inference_bundle, bundles, kernel_id
 from kit.files import write_text
 from kit.release import load_release, release_dir
-from kit.runs import run_of
+from kit.runs import run_of, variants
 
 
 def push(spec, backbone, fold, user):
@@ -25,13 +25,13 @@ def push(spec, backbone, fold, user):
 
 
 def push_all(spec, user, force=False):
-    """One kernel per fold x backbone; folds finished here are not pushed again unless forced."""
-    for backbone in spec.backbones:
+    """One kernel per fold x member; folds finished here are not pushed again unless forced."""
+    for member in (v.name for v in variants(spec)):
         for fold in range(spec.n_folds):
-            if run_of(spec, backbone, fold).finished() and not force:
-                print(f"{backbone}/fold{fold} is finished here: not pushed (force=1 pushes it)")
+            if run_of(spec, member, fold).finished() and not force:
+                print(f"{member}/fold{fold} is finished here: not pushed (force=1 pushes it)")
                 continue
-            push(spec, backbone, fold, user)
+            push(spec, member, fold, user)
 
 
 def publish(spec, message=""):

@@ -2,7 +2,7 @@
 report.md, with each backbone's validation curves over its folds and the ensemble's OOF ROC
 curve (binary, multilabel) or confusion matrix (multiclass)."""
 from kit.data import load_data
-from kit.ensemble import combine, cross_validate, labels_of
+from kit.ensemble import cross_validate
 from kit.files import read_csv, write_csv, write_text
 from kit.metrics import METRICS
 from kit.plots import plot_folds, plot_oof
@@ -17,43 +17,51 @@ def pivot(table):
     return wide.reindex(index=order, columns=[*folds, "oof"])
 
 
-def show(spec, table, missing, weights):
-    """The CV table as text for the terminal."""
+def show(spec, table, missing, members, choices):
+    """The CV table as text for the terminal: ensembles scored honestly (what is fitted on the
+    OOF, scored on the folds it was not fitted on), and the choice that follows."""
     direction = "higher" if METRICS[spec.metric].higher_is_better else "lower"
-    lines = [f"{spec.slug}: {spec.metric} ({direction} is better), {spec.n_folds} folds"]
+    lines = [f"{spec.slug}: {spec.metric} ({direction} is better), {spec.n_folds} folds; ensembles: weights, "
+             f"stacker and post-processing (+pp) fitted on the other folds"]
     lines.append(pivot(table).to_string(float_format=lambda v: f"{v:.5f}", na_rep="-"))
     if missing:
         lines.append(f"not finished: {', '.join(missing)}")
-    for method, w in weights.items():
-        if method == "weighted":
-            lines.append("weights: " + ", ".join(f"{k} {v:g}" for k, v in w.items()))
+    for c in choices:
+        if "weights" in c.ensemble.params and c.ensemble.method == "weighted":
+            weights = zip((m.name for m in members), c.ensemble.params["weights"])
+            lines.append("weights (fitted on every fold): " + ", ".join(f"{k} {v:.4g}" for k, v in weights))
+    best = max(choices, key=lambda c: c.score * (1 if direction == "higher" else -1))
+    lines.append(f"best: {best.ensemble.method}{'+pp' if best.apply_postprocess else ''} ({best.score:.5f}): "
+                 f"what make all submits (make ensemble method=... chooses another)")
     return "\n".join(lines)
 
 
 def cv_report(spec):
     """Print the CV table of whatever runs exist; save cv.csv and report.md."""
     data = load_data(spec)
-    table, members, missing, weights = cross_validate(spec, data)
-    report = write_report(spec, data, table, members, missing, weights)
-    print(show(spec, table, missing, weights))
+    table, members, missing, choices = cross_validate(spec, data)
+    report = write_report(spec, data, table, members, missing, choices)
+    print(show(spec, table, missing, members, choices))
     print(f"saved {cv_file(spec)} and {report}")
 
 
-def write_report(spec, data, table, members, missing, weights):
+def write_report(spec, data, table, members, missing, choices):
     """cv.csv, report.md and its figures."""
     write_csv(cv_file(spec), table)
     report = report_file(spec)
     figures = report.parent / "report"
-    lines = [f"# {spec.slug}: cross-validation", "", "```", show(spec, table, missing, weights), "```", ""]
+    text = show(spec, table, missing, members, choices)
+    lines = [f"# {spec.slug}: cross-validation", "", "```", text, "```", ""]
     lines += ["## Validation curves", ""]
-    for m in members:
-        histories = {fold: read_csv(run_of(spec, m.name, fold).history, "history").astype(
-            {"epoch": int, "val_loss": float}) for fold in m.folds}
-        plot_folds(histories, figures / f"{m.name}-curves.png", f"{spec.slug} / {m.name}", spec.metric)
-        lines.append(f"![{m.name}](report/{m.name}-curves.png)")
-    ids, oof, _, _ = combine(spec, members, labels_of(data), "mean")
+    for part in (part for m in members for part in m.parts):
+        runs = [(fold, run_of(spec, part, fold)) for fold in range(spec.n_folds)]
+        histories = {fold: read_csv(run.history, "history").astype({"epoch": int, "val_loss": float})
+                     for fold, run in runs if run.finished()}
+        plot_folds(histories, figures / f"{part}-curves.png", f"{spec.slug} / {part}", spec.metric)
+        lines.append(f"![{part}](report/{part}-curves.png)")
+    mean = choices[0].ensemble
     name = "oof-confusion.png" if spec.task == "multiclass" else "oof-roc.png"
-    plot_oof(spec.task, data.classes, labels_of(data)(ids), oof, figures / name)
+    plot_oof(spec.task, data.classes, mean.y, mean.oof, figures / name)
     lines += ["", "## Ensemble (mean), out of fold", "", f"![OOF]({'report/' + name})", ""]
     write_text(report, "\n".join(lines))
     return report

@@ -6,7 +6,8 @@ ensemble, kernels and collect read it; any subset of finished runs can be ensemb
         cache/                   decoded images kept on disk, shared by every run at one size
         kernels/                 push-ready kernel bundles (kit/bundle.py)
         cv.csv, report.md, report/    the CV table and its figures (kit/report.py)
-        <backbone>/fold<k>/      one run:
+        <member>/fold<k>/        one run of a member: a backbone, or one of its variants
+                                 (<backbone>-seed<N>, -<N>px, -pseudo; kit/runs.Variant)
             config.yaml   the resolved spec and this run's settings (backbone, fold, image size)
             history.csv   one line per epoch: epoch, phase, lr, loss, accuracy (Keras'),
                           val_loss, val_accuracy, val_<the competition's metric>
@@ -17,12 +18,14 @@ ensemble, kernels and collect read it; any subset of finished runs can be ensemb
             log.txt       what happened; skipped.csv: unreadable training images left out
             checkpoint/   while training: what a killed run resumes from (kit/checkpoint.py)
 """
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
+from kit import KitError
 from kit.files import read_csv, write_csv, write_text
 from kit.metrics import as_columns, column_names, from_columns
 
@@ -77,9 +80,47 @@ def probabilities(task, frame):
     return from_columns(task, frame.to_numpy(dtype=float))
 
 
-def run_of(spec, backbone, fold, root=None):
-    """The run folder of one fold of one backbone (under `root`, a runs/<slug> folder, when given)."""
-    return Run(Path(root or spec.runs_path) / backbone / f"fold{fold}")
+def run_of(spec, member, fold, root=None):
+    """The run folder of one fold of one member (under `root`, a runs/<slug> folder, when given)."""
+    return Run(Path(root or spec.runs_path) / member / f"fold{fold}")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A member of the ensemble: a backbone trained with another seed, at another image size, or
+    with pseudo-labelled test images (each its own run folders, on the same folds)."""
+
+    backbone: str
+    seed: int | None = None  # None: the spec's
+    image_size: int | None = None
+    pseudo: bool = False
+
+    @property
+    def name(self):
+        return (self.backbone + (f"-seed{self.seed}" if self.seed is not None else "")
+                + (f"-{self.image_size}px" if self.image_size else "") + ("-pseudo" if self.pseudo else ""))
+
+
+NAME = re.compile(r"(?P<backbone>[^-/\s]+)(?:-seed(?P<seed>\d+))?(?:-(?P<size>\d+)px)?(?P<pseudo>-pseudo)?")
+
+
+def variant(name):
+    """The Variant a member's name (its run folder's) stands for."""
+    found = NAME.fullmatch(name)
+    if not found:
+        raise KitError(f"{name!r} is not a member name: <backbone>[-seed<N>][-<N>px][-pseudo], e.g. "
+                       f"vgg16-seed1-384px")
+    seed, size = found["seed"], found["size"]
+    return Variant(found["backbone"], None if seed is None else int(seed), int(size) if size else None,
+                   bool(found["pseudo"]))
+
+
+def variants(spec):
+    """Every member a spec trains: each backbone at each of its `seeds` and `image_sizes` (when
+    listed), and each of those again with pseudo-labels when the spec names some."""
+    plain = [Variant(b, seed, size) for b in spec.backbones for seed in spec.seeds or [None]
+             for size in spec.image_sizes or [None]]
+    return plain + ([Variant(v.backbone, v.seed, v.image_size, True) for v in plain] if spec.pseudo else [])
 
 
 def folds_file(spec):
@@ -92,6 +133,11 @@ def cache_dir(spec):
 
 def kernels_dir(spec):
     return spec.runs_path / "kernels"
+
+
+def pseudo_file(spec):
+    """Pseudo-labels of confident test images, per fold (kit/pseudo.py)."""
+    return spec.runs_path / "pseudo.csv"
 
 
 def cv_file(spec):

@@ -16,9 +16,11 @@ import pandas as pd
 
 from kit import KitError
 from kit.data import load_data
-from kit.ensemble import combine, labels_of, load_members
+from kit.ensemble import choose, labels_of, load_members
 from kit.files import read_csv, write_csv, write_text
-from kit.metrics import METRICS, class_matrix, hard_labels, postprocess, spec_score
+from kit.metrics import METRICS, class_matrix, hard_labels
+from kit.metrics import postprocess as clipped
+from kit.postprocess import decide, fit
 
 
 def submission_format(spec, sample, classes):
@@ -45,8 +47,9 @@ def submission_format(spec, sample, classes):
     return fmt
 
 
-def frame(spec, sample, classes, test_ids, p):
-    """The submission: the sample's columns and id order, values in the format it asks for."""
+def frame(spec, sample, classes, test_ids, p, params=None):
+    """The submission: the sample's columns and id order, values in the format it asks for,
+    decided from probabilities `p` with post-processing `params` (None: as the spec says)."""
     id_column, fmt = sample.columns[0], submission_format(spec, sample, classes)
     position = pd.Series(range(len(test_ids)), index=pd.Index(test_ids))
     missing = pd.Index(sample[id_column]).difference(position.index)
@@ -55,8 +58,13 @@ def frame(spec, sample, classes, test_ids, p):
         raise KitError(f"the sample submission's ids do not match the test images: {len(missing)} ids "
                        f"have no prediction{f' (e.g. {missing[0]})' if len(missing) else ''}, {len(extra)} "
                        f"predictions are not in it{f' (e.g. {extra[0]})' if len(extra) else ''}")
-    p = postprocess(spec, p)[position[sample[id_column]].to_numpy()]
+    p = p[position[sample[id_column]].to_numpy()]
     out = pd.DataFrame({id_column: sample[id_column]})
+    if fmt in ("per_class", "probability"):  # post-processed only where it gives probabilities
+        p = decide(spec, params, p) if spec.metric == "log_loss" else clipped(spec, p)
+    else:  # labels, post-processed where the metric scores labels
+        hard = METRICS[spec.metric].hard
+        labels = decide(spec, params, p) if hard else hard_labels(spec.task, p, spec.threshold)
     if fmt == "per_class":
         matrix = class_matrix(spec.task, p)
         for column in sample.columns[1:]:
@@ -64,21 +72,20 @@ def frame(spec, sample, classes, test_ids, p):
     elif fmt == "probability":
         out[sample.columns[1]] = p
     elif fmt == "labels":
-        chosen = hard_labels(spec.task, p, spec.threshold)
-        out[sample.columns[1]] = [" ".join(c for c, on in zip(classes, row) if on) for row in chosen]
+        out[sample.columns[1]] = [" ".join(c for c, on in zip(classes, row) if on) for row in labels]
     else:
-        out[sample.columns[1]] = [classes[k] for k in hard_labels(spec.task, p, spec.threshold)]
+        out[sample.columns[1]] = [classes[k] for k in labels]
     return out
 
 
-def write(spec, sample, classes, test_ids, p, method, about, folder="submissions"):
+def write(spec, sample, classes, test_ids, p, method, about, params=None, folder="submissions"):
     """submissions/<slug>-<UTC time>-<method>.csv (atomically), with a .json of what made it."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path, n = Path(folder) / f"{spec.slug}-{stamp}-{method}.csv", 1
     while path.exists():  # never overwrite a submission
         n += 1
         path = Path(folder) / f"{spec.slug}-{stamp}-{method}-{n}.csv"
-    submission = frame(spec, sample, classes, test_ids, p)
+    submission = frame(spec, sample, classes, test_ids, p, params)
     write_csv(path, submission)
     write_text(path.with_suffix(".json"), json.dumps(about, indent=1) + "\n")
     return path
@@ -157,24 +164,33 @@ def check(path, spec, data):
     print(f"{path}: valid ({len(sample)} rows, columns {', '.join(sample.columns)})")
 
 
-def ensemble_submission(spec, method):
-    """Ensemble whatever runs are finished into submissions/<slug>-<time>-<method>.csv."""
+def ensemble_submission(spec, method="auto"):
+    """Ensemble whatever runs are finished into submissions/<slug>-<time>-<method>.csv: by
+    `method`, or (auto) by the one whose honest CV is best; post-processed as the spec says
+    (auto: when its honest CV is better), with the parameters refitted on every fold's OOF."""
     data = load_data(spec)
     members, missing = load_members(spec, data)
-    y_of = labels_of(data)
-    ids, oof, test, weights = combine(spec, members, y_of, method)
-    cv = spec_score(spec, y_of(ids), oof)
+    chosen, choices = choose(spec, members, labels_of(data), method)
+    e = chosen.ensemble
+    params = fit(spec, e.y, e.oof) if chosen.apply_postprocess else None
+    name = e.method + ("+pp" if params else "")
     runs = [f"{m.name}/fold{k}" for m in members for k in m.folds]
-    about = {"competition": spec.slug, "method": method, "metric": spec.metric, "cv": round(cv, 6),
-             "weights": {m.name: round(float(w), 4) for m, w in zip(members, weights)},
-             "runs": runs, "missing": missing}
+    about = {"competition": spec.slug, "method": name, "metric": spec.metric, "cv": round(chosen.score, 6),
+             "cv_without_postprocess": round(chosen.cv, 6), "members": [m.name for m in members],
+             "ensemble": e.params, "postprocess": params, "runs": runs, "missing": missing}
     sample = read_csv(spec.data_path / spec.sample_submission, "sample submission")
-    path = write(spec, sample, data.classes, data.test["id"].tolist(), test, method, about)
-    print(f"ensemble ({method}) of {len(runs)} runs: {', '.join(runs)}")
+    path = write(spec, sample, data.classes, data.test["id"].tolist(), e.test, name, about, params)
+    if method == "auto":
+        others = ", ".join(f"{c.ensemble.method}{'+pp' if c.apply_postprocess else ''} {c.score:.5f}"
+                           for c in choices if c is not chosen)
+        print(f"chose {name}: the best honest CV ({chosen.score:.5f}{'; ' + others if others else ''})")
+    print(f"ensemble ({name}) of {len(runs)} runs: {', '.join(runs)}")
     if missing:
         print(f"not finished, left out: {', '.join(missing)}")
-    if method == "weighted":
-        print("weights: " + ", ".join(f"{k} {v:g}" for k, v in about["weights"].items()))
-    print(f"OOF {spec.metric}: {cv:.5f} on {len(ids)} images")
+    if "weights" in e.params and e.method == "weighted":
+        print("weights: " + ", ".join(f"{m.name} {w:.4g}" for m, w in zip(members, e.params["weights"])))
+    if params:
+        print(f"post-processing (fitted on every fold's OOF): {params}")
+    print(f"OOF {spec.metric} (honest): {chosen.score:.5f} on {len(e.ids)} images")
     print(f"wrote {path}")
     return path

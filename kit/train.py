@@ -12,7 +12,7 @@ from tensorflow.python.framework import config as tf_config  # disable_op_determ
 from kit.augment import Augmenter, serialized
 from kit.callbacks import Tracker, Validation, history_columns, phase_callbacks
 from kit.checkpoint import Checkpoint, RunState
-from kit.config import Spec, check_backbone, check_fold, dump
+from kit.config import Spec, check_backbone, check_fold, dump, member_spec
 from kit.env import resolve_weights
 from kit.features import fold_features, head_of
 from kit.files import atomic_path, write_csv, write_text
@@ -30,22 +30,24 @@ from kit.model import (
 )
 from kit.plots import plot_curves
 from kit.predict import write_predictions
-from kit.runs import Run, run_of
+from kit.runs import Run, run_of, variant
 
 
 @releasing
-def run_fold(spec, backbone, fold, force=False):
+def run_fold(spec, member, fold, force=False):
     """The recipe: load the fold, build the model, train it phase by phase, keep the best
-    weights, predict. A finished run is kept unless `force`; a killed one resumes."""
+    weights, predict. `member`: a backbone, or a variant of one (kit/runs.Variant). A finished
+    run is kept unless `force`; a killed one resumes."""
+    backbone, spec = member_spec(spec, member)
     entry = check_backbone(backbone)
     check_fold(spec, fold)
-    run = run_of(spec, backbone, fold)
+    run = run_of(spec, member, fold)
     if run.finished() and not force:
         print(f"{run.path} is finished: force=1 trains it again", flush=True)
         return run.path
     checkpoint, state = _resume(run, force)
     f = load_fold(spec, backbone, fold, log=run.log)
-    _record(spec, backbone, f, run)
+    _record(spec, member, f, run)
     model, base, device = _build(spec, backbone, entry, f, run.log)
     t = Trainer(spec, f, model, base, entry.blocks, device, Augmenter(serialized(spec.augment)), checkpoint,
                 state, run.log)
@@ -55,7 +57,7 @@ def run_fold(spec, backbone, fold, force=False):
         if index >= state.phase:
             t.train_phase(index, phase)
     _export(model, run)
-    plot_curves(pd.DataFrame(state.rows), run.curves, f"{spec.slug} / {backbone} / fold {fold}")
+    plot_curves(pd.DataFrame(state.rows), run.curves, f"{spec.slug} / {member} / fold {fold}")
     score = write_predictions(spec, model, f, t.batch, t.augment, run)
     checkpoint.clear()
     run.log(f"fold {fold} {spec.metric}: {score:.5f} (best val_loss {state.best:.5f})")
@@ -155,7 +157,7 @@ def _resume(run, force):
     return checkpoint, state
 
 
-def _record(spec, backbone, f, run):
+def _record(spec, member, f, run):
     """The unreadable training images left out (skipped.csv), and the resolved spec."""
     run.skipped.unlink(missing_ok=True)
     if f.skipped:
@@ -164,7 +166,7 @@ def _record(spec, backbone, f, run):
         run.log(f"skipped {len(f.skipped)} unreadable training images (listed in {run.skipped}), "
                 f"e.g. {path}: {reason}")
     resolved = dataclasses.replace(spec, image_size=f.size)
-    write_text(run.config, dump(resolved, backbone=backbone, fold=f.index))
+    write_text(run.config, dump(resolved, backbone=variant(member).backbone, member=member, fold=f.index))
 
 
 def _build(spec, backbone, entry, f, log):

@@ -30,19 +30,20 @@ def test_mean_rank_and_weighted_ensembles(fake_runs):
         write("resnet50", fold, 0.9, seed=10 + fold)
     members, _ = load_members(spec, data)
     y_of = labels_of(data)
-    ids, oof, test, weights = combine(spec, members, y_of, "mean")
-    assert weights.tolist() == [0.5, 0.5]
-    np.testing.assert_allclose(oof, (members[0].oof.loc[ids] + members[1].oof.loc[ids]) / 2)
-    _, woof, _, w = combine(spec, members, y_of, "weighted")
+    mean = combine(spec, members, y_of, "mean")
+    assert mean.params["weights"] == [0.5, 0.5]
+    np.testing.assert_allclose(mean.oof, (members[0].oof.loc[mean.ids] + members[1].oof.loc[mean.ids]) / 2)
+    weighted = combine(spec, members, y_of, "weighted")
+    w = np.array(weighted.params["weights"])  # fitted on every fold: for the test predictions
     assert w[0] > w[1] and w.sum() == pytest.approx(1)
-    assert spec_score(spec, y_of(ids), woof) <= spec_score(spec, y_of(ids), oof)
+    assert spec_score(spec, weighted.y, weighted.oof) <= spec_score(spec, mean.y, mean.oof)
     with pytest.raises(KitError, match="rank averaging gives ranks, not probabilities: it fits roc_auc"):
         combine(spec, members, y_of, "rank")
     auc = load_spec(str(spec_file(spec.runs_path.parent.parent, metric="roc_auc",
                                   backbones=["vgg16", "resnet50", "xception"])))
-    _, roof, rtest, _ = combine(auc, members, y_of, "rank")
-    assert 0 < roof.min() and roof.max() <= 1 and 0 < rtest.min()
-    with pytest.raises(KitError, match="unknown ensemble method 'median' \\(methods: mean, rank, weighted\\)"):
+    rank = combine(auc, members, y_of, "rank")
+    assert 0 < rank.oof.min() and rank.oof.max() <= 1 and 0 < rank.test.min()
+    with pytest.raises(KitError, match="unknown ensemble method 'median' \\(methods: mean, rank, weighted, stack\\)"):
         combine(spec, members, y_of, "median")
 
 
@@ -58,14 +59,15 @@ def test_cv_table_has_every_fold_every_backbone_and_the_ensembles(fake_runs):
     for fold in (0, 1):
         write("vgg16", fold, 0.1, seed=fold)
         write("resnet50", fold, 0.6, seed=5 + fold)
-    table, members, missing, weights = cross_validate(spec, data)
+    table, members, missing, choices = cross_validate(spec, data)
     assert table[["model", "fold"]].values.tolist() == [
         ["vgg16", "fold0"], ["vgg16", "fold1"], ["vgg16", "oof"], ["resnet50", "fold0"], ["resnet50", "fold1"],
-        ["resnet50", "oof"], ["ensemble:mean", "oof"], ["ensemble:weighted", "oof"]]
+        ["resnet50", "oof"], ["ensemble:mean", "oof"], ["ensemble:mean+pp", "oof"], ["ensemble:weighted", "oof"],
+        ["ensemble:weighted+pp", "oof"], ["ensemble:stack", "oof"], ["ensemble:stack+pp", "oof"]]
     scores = dict(zip(table["model"] + "/" + table["fold"], table["score"]))
     assert scores["vgg16/oof"] < scores["resnet50/oof"]  # log loss: lower is better
     assert table["images"].tolist()[:3] == [12, 12, 24]
-    assert set(weights) == {"mean", "weighted"}
+    assert [c.ensemble.method for c in choices] == ["mean", "weighted", "stack"]
 
 
 def test_no_runs_and_stale_runs_are_clear_errors(fake_runs):

@@ -36,8 +36,9 @@ def test_a_release_is_flat_checksummed_credential_free_and_the_same_bytes_when_r
     assert files["vgg16-fold1.keras"] == b"stand-in model of vgg16 fold 1"  # the run's model, as it is
     recipe = json.loads(files["recipe.json"])
     assert [(m["name"], m["weight"]) for m in recipe["members"]] == [("vgg16", 0.5), ("resnet50", 0.5)]
-    assert recipe["members"][0]["runs"] == [{"fold": 0, "file": "vgg16-fold0.keras", "image_size": 32},
-                                            {"fold": 1, "file": "vgg16-fold1.keras", "image_size": 32}]
+    assert recipe["members"][0]["runs"] == [
+        {"member": "vgg16", "fold": 0, "file": "vgg16-fold0.keras", "image_size": 32},
+        {"member": "vgg16", "fold": 1, "file": "vgg16-fold1.keras", "image_size": 32}]
     assert recipe["classes"] == ["a", "b"] and recipe["submission"]["columns"] == ["id", "a", "b"]
     assert json.loads(files["dataset-metadata.json"]) == {
         "id": "tester/tiny-models", "title": "tiny models", "licenses": [{"name": "CC0-1.0"}]}
@@ -47,8 +48,8 @@ def test_a_release_is_flat_checksummed_credential_free_and_the_same_bytes_when_r
     assert _files(build_release(spec, "mean", "tester")) == files  # rebuilt: the same bytes
     weighted = json.loads((build_release(spec, "weighted", "tester") / "recipe.json").read_text())
     members, _ = load_members(spec, data)
-    weights = combine(spec, members, labels_of(data), "weighted")[3]
-    assert weights.tolist() == [1.0, 0.0]  # the noisy member adds nothing: left out, and said so
+    weights = combine(spec, members, labels_of(data), "weighted").params["weights"]
+    assert weights == [1.0, 0.0]  # the noisy member adds nothing: left out, and said so
     assert [(m["name"], m["weight"]) for m in weighted["members"]] == [("vgg16", 1.0)]
     assert "resnet50 (weight 0)" in weighted["missing"] and not (folder / "resnet50-fold0.keras").exists()
     only = build_release(spec, "mean", "tester", members="vgg16")

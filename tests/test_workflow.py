@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,6 +15,11 @@ def kit(*args, cwd, env=None):
     env = {**(env or os.environ), "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "kit", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
+
+
+def _submitted(out):
+    """The submission `kit all` wrote, as its output says."""
+    return Path(next(line for line in out.splitlines() if line.startswith("wrote submissions/")).split()[1])
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +41,15 @@ def test_all_trains_every_run_then_reports_cv_and_writes_a_valid_submission(fini
     assert sorted(p.parent.name + "/" + p.name for p in runs.glob("*/fold*")) == [
         "resnet50/fold0", "resnet50/fold1", "vgg16/fold0", "vgg16/fold1"]
     cv = pd.read_csv(runs / "cv.csv")
-    assert set(cv["model"]) == {"vgg16", "resnet50", "ensemble:mean", "ensemble:weighted"}
-    assert "log_loss (lower is better)" in out and "ensemble (mean) of 4 runs" in out
+    ensembles = {f"ensemble:{m}{pp}" for m in ("mean", "weighted", "stack") for pp in ("", "+pp")}
+    assert set(cv["model"]) == {"vgg16", "resnet50", *ensembles}
+    assert "log_loss (lower is better)" in out and "the best honest CV" in out
+    best = cv[cv["model"].str.startswith("ensemble")].sort_values("score").iloc[0]
+    assert f"chose {best['model'].removeprefix('ensemble:')}: the best honest CV ({best['score']:.5f}" in out
     report = (runs / "report.md").read_text()
     for figure in ("report/vgg16-curves.png", "report/resnet50-curves.png", "report/oof-confusion.png"):
         assert figure in report and (runs / figure).read_bytes()[:4] == b"\x89PNG"
-    [csv] = (root / "submissions").glob("tiny-*-mean.csv")
+    csv = root / _submitted(out)
     sample = pd.read_csv(root / "data" / "sample_submission.csv")
     submission = pd.read_csv(csv)
     assert list(submission.columns) == list(sample.columns) and submission["id"].tolist() == sample["id"].tolist()
@@ -51,18 +60,19 @@ def test_all_trains_every_run_then_reports_cv_and_writes_a_valid_submission(fini
 @pytest.mark.slow
 def test_weighted_ensemble_reports_its_weights_and_cv_reads_runs_as_they_are(finished):
     root, spec, _ = finished
-    result = kit("ensemble", f"competition={spec}", "method=weighted", cwd=root)
+    result = kit("ensemble", f"competition={spec}", "method=weighted", "postprocess=off", cwd=root)
     assert result.returncode == 0, result.stderr
     assert "weights: vgg16" in result.stdout and "-weighted.csv" in result.stdout
     made = json.loads(next((root / "submissions").glob("tiny-*-weighted.json")).read_text())
-    assert sum(made["weights"].values()) == pytest.approx(1) and len(made["runs"]) == 4
+    assert sum(made["ensemble"]["weights"]) == pytest.approx(1) and len(made["runs"]) == 4
+    assert made["postprocess"] is None and made["cv"] == made["cv_without_postprocess"]
     result = kit("cv", f"competition={spec}", "backbones=vgg16,xception", cwd=root)
     assert result.returncode == 0, result.stderr
     assert "not finished: xception/fold0, xception/fold1" in result.stdout
 
 
 @pytest.mark.parametrize("args, message", [
-    (["ensemble", "method=median"], "error: unknown ensemble method 'median' (methods: mean, rank, weighted)"),
+    (["ensemble", "method=median"], "error: unknown ensemble method 'median' (methods: mean, rank, weighted, stack)"),
     (["ensemble", "method=rank"], "error: rank averaging gives ranks, not probabilities"),
     (["ensemble", "backbones=xception"], "error: no finished runs of xception under"),
     (["validate", "file=nowhere.csv"], "error: no submission file at nowhere.csv"),
@@ -102,13 +112,13 @@ def test_submit_dry_run_shows_what_would_be_sent(finished):
 @pytest.mark.slow
 def test_submit_through_the_real_client(finished, kaggle_server):
     root, spec, _ = finished
-    [csv] = (root / "submissions").glob("tiny-*-mean.csv")
+    csv = root / _submitted(finished[2])
     result = kit("submit", f"competition={spec}", f"file={csv}", cwd=root, env=os.environ)
     assert result.returncode == 0, result.stderr
     assert "Successfully submitted to the competition (submission 4242)" in result.stdout
     assert kaggle_server.uploads["/upload/1"] == csv.read_bytes()
     create = next(body for method, body, _ in kaggle_server.calls if method == "CreateSubmission")
-    assert create["competitionName"] == "tiny" and create["submissionDescription"].startswith("mean of 4 runs, CV log_loss")
+    assert create["competitionName"] == "tiny" and create["submissionDescription"].startswith(f"{csv.stem.split('-')[-1]} of 4 runs, CV log_loss")
     kaggle_server.replies["CreateSubmission"] = (400, {"code": 400, "message": "Submission not allowed: not joined"}, {})
     result = kit("submit", f"competition={spec}", f"file={csv}", cwd=root, env=os.environ)
     assert result.returncode == 2 and result.stderr.strip() == \
