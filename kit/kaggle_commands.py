@@ -91,8 +91,9 @@ def cmd_release(options):
     spec = spec_of(options)
     folder = build_release(spec, method, kaggle_user(user, "the models dataset's id"), members)
     recipe = json.loads((folder / "recipe.json").read_text())
-    print(f"{folder}: {', '.join(m['name'] for m in recipe['members'])}, {method}, "
-          f"CV {spec.metric} {recipe['cv']}; publish with make publish competition={spec.slug}")
+    how = recipe["method"] + ("+pp" if recipe["postprocess"] else "")
+    print(f"{folder}: {', '.join(m['name'] for m in recipe['members'])}, {how}, honest CV {spec.metric} "
+          f"{recipe['cv']}; publish with make publish competition={spec.slug}")
 
 
 def cmd_publish(options):
