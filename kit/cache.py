@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from kit import KitError
+from kit.decode import VERSION as DECODER_VERSION
 from kit.decode import BadImage, read_rgb
-from kit.files import atomic_path, write_text
+from kit.files import atomic_path, locked, write_text
 from kit.runs import cache_dir
 
 
@@ -108,15 +109,17 @@ def _decode(paths, size, array, workers):
 def _disk(paths, size, folder, workers):
     """A memory-mapped .npy named by what it holds (the files, their sizes and dates, the side),
     so a changed image makes a new one; built whole before it is used."""
-    stamp = hashlib.sha1(json.dumps([size] + [(p, *_stat(p)) for p in paths]).encode()).hexdigest()[:16]
+    key = [DECODER_VERSION, size] + [(p, *_stat(p)) for p in paths]
+    stamp = hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
     data, index = folder / f"images-{size}-{stamp}.npy", folder / f"images-{size}-{stamp}.json"
-    if not (data.is_file() and index.is_file()):
-        with atomic_path(data) as tmp:
-            array = np.lib.format.open_memmap(tmp, "w+", np.uint8, (len(paths), size, size, 3))
-            bad = _decode(paths, size, array, workers)
-            array.flush()
-            del array
-        write_text(index, json.dumps(bad))
+    with locked(data.with_suffix(".lock")):  # one process decodes; the others wait and read it
+        if not (data.is_file() and index.is_file()):
+            with atomic_path(data) as tmp:
+                array = np.lib.format.open_memmap(tmp, "w+", np.uint8, (len(paths), size, size, 3))
+                bad = _decode(paths, size, array, workers)
+                array.flush()
+                del array
+            write_text(index, json.dumps(bad))
     array = np.load(data, mmap_mode="r")
     return CachedImages(paths, size, array), json.loads(index.read_text())
 

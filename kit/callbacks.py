@@ -36,7 +36,7 @@ class Validation(keras.callbacks.Callback):
             pooled = self.x
         else:
             self.pooled = self.pooled or keras.Model(self.model.inputs, self.model.get_layer("pool").output)
-            pooled = self.pooled.predict(self.x, batch_size=self.batch_size, verbose=0)
+            pooled = self.pooled.predict(self.x, batch_size=self.batch_size, verbose=0)[:len(self.y)]
         head = self.model.get_layer("head")
         logits = keras.ops.matmul(keras.ops.cast(pooled, "float32"), head.kernel) + head.bias
         p = keras.ops.softmax(logits) if self.task == "multiclass" else keras.ops.sigmoid(logits)
@@ -58,9 +58,9 @@ class Validation(keras.callbacks.Callback):
 
 class Tracker(keras.callbacks.Callback):
     """After every epoch of a phase: a history line, the schedule's best weights, early stopping
-    on val_loss, and a checkpoint of `full` (the model being fit may be its head alone). Keras'
-    EarlyStopping resets its counters when fit begins, so it cannot resume; this keeps them in
-    the RunState."""
+    on val_loss, plateau decay, and a checkpoint of `full` (the model being fit may be its head
+    alone). Keras' EarlyStopping and ReduceLROnPlateau reset their counters when fit begins, so
+    they cannot resume; this keeps them in the RunState."""
 
     def __init__(self, state, phase, checkpoint, full, columns):
         super().__init__()
@@ -84,12 +84,28 @@ class Tracker(keras.callbacks.Callback):
         diverged = math.isnan(logs["loss"]) or math.isnan(val_loss)
         if diverged or (self.phase.patience and s.wait >= self.phase.patience):
             s.stopped = self.model.stop_training = True
+        if self.phase.decay == "plateau":
+            self._plateau(val_loss)
         self.checkpoint.save(s, self.full, best)
+
+    def _plateau(self, val_loss):
+        """decay: plateau: the learning rate x0.2 (down to the phase's / 1000) after patience // 2
+        epochs without a val_loss 1e-4 better, as Keras' ReduceLROnPlateau does."""
+        s, optimizer = self.state, self.model.optimizer
+        if val_loss < s.plateau_best - 1e-4:
+            s.plateau_best, s.plateau_wait = val_loss, 0
+            return
+        s.plateau_wait += 1
+        if s.plateau_wait >= max(1, self.phase.patience // 2):
+            lr, floor = float(keras.ops.convert_to_numpy(optimizer.learning_rate)), self.phase.lr / 1000
+            if lr > np.float32(floor):
+                optimizer.learning_rate = max(lr * 0.2, floor)
+            s.plateau_wait = 0
 
 
 def phase_callbacks(phase, start):
-    """The learning rate of one phase (epochs count from the phase's start), and a stop as soon
-    as the loss turns NaN (the best weights so far are put back)."""
+    """The learning rate of one phase (epochs count from the phase's start; plateau decay is the
+    Tracker's), and a stop as soon as the loss turns NaN (the best weights so far are put back)."""
     callbacks = [keras.callbacks.TerminateOnNaN()]
     if phase.warmup or phase.decay == "cosine":
         def lr(epoch, current):
@@ -101,7 +117,4 @@ def phase_callbacks(phase, start):
                 return phase.lr * 0.5 * (1 + math.cos(math.pi * t))
             return current  # after warm-up: whatever plateau decay has made of it
         callbacks.append(keras.callbacks.LearningRateScheduler(lr))
-    if phase.decay == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            factor=0.2, patience=max(1, phase.patience // 2), min_lr=phase.lr / 1000))
     return callbacks

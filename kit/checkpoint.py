@@ -30,6 +30,8 @@ class RunState:
     best: float = math.inf  # lowest val_loss of the schedule so far
     phase_best: float = math.inf  # lowest val_loss of this phase
     wait: int = 0  # epochs of this phase without a better val_loss
+    plateau_best: float = math.inf  # decay: plateau: the val_loss to beat by 1e-4 ...
+    plateau_wait: int = 0  # ... and the epochs it has not been
     stopped: bool = False  # the phase ended early (patience, or a NaN loss)
     rows: list = dataclasses.field(default_factory=list)  # history.csv
     model_file: str = ""  # checkpoint file of the model and optimizer after `epoch`
@@ -37,7 +39,7 @@ class RunState:
 
     def start_phase(self, index):
         self.phase, self.phase_start, self.phase_best, self.wait = index, self.epoch, math.inf, 0
-        self.stopped, self.model_file = False, ""
+        self.plateau_best, self.plateau_wait, self.stopped, self.model_file = math.inf, 0, False, ""
 
     def phase_done(self, phase):
         return self.stopped or self.epoch >= self.phase_start + phase.epochs
@@ -56,7 +58,7 @@ class Checkpoint:
         """Copy the model's weights and optimizer state now; write them beside training.
         `best`: these are the best weights so far."""
         weights = model.get_weights()  # copies
-        optimizer = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]
+        optimizer = [keras.ops.convert_to_numpy(v) for v in _training_state(model)]
         self.wait()  # one write at a time, in epoch order
         stale = {state.model_file, state.best_file}
         state.model_file = f"epoch{state.epoch}.npy"
@@ -100,7 +102,7 @@ class Checkpoint:
         model.optimizer.build(model.trainable_variables)
         weights, optimizer = _read(self.folder / state.model_file)
         model.set_weights(weights)
-        for variable, value in zip(model.optimizer.variables, optimizer):
+        for variable, value in zip(_training_state(model), optimizer):
             variable.assign(value)
 
     def best_weights(self, state):
@@ -110,6 +112,14 @@ class Checkpoint:
     def clear(self):
         self.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _training_state(model):
+    """What decides the next step besides the weights: the optimizer's variables (its step count
+    and learning rate among them), then the random generators' states (dropout's), which
+    `get_weights` leaves out; a resumed run draws what an uninterrupted one would have."""
+    weights = {id(v) for v in model.weights}
+    return [*model.optimizer.variables, *(v for v in model.variables if id(v) not in weights)]
 
 
 def _read(path, optimizer=True):

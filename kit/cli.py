@@ -111,11 +111,10 @@ def cmd_ensemble(options):
 
 def cmd_validate(options):
     file = options.pop("file", "")
-    spec = spec_of(options)
-    from kit.data import load_data
+    spec = spec_of(options, file)
     from kit.submission import check
 
-    check(submission_file(spec, file), spec, load_data(spec))
+    check(submission_file(spec, file), spec)
 
 
 def cmd_pseudo(options):

@@ -161,10 +161,11 @@ def find_spec(competition):
 def load_spec(competition, overrides=None):
     """The spec of `competition` with command-line `overrides` ({key: text}) applied, validated."""
     path = find_spec(competition)
+    text = path.read_text()
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise KitError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise KitError(_yaml_error(path, text, e)) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -175,6 +176,17 @@ def load_spec(competition, overrides=None):
         spec = override(spec, key, text)
     validate(spec)
     return kernel_paths(spec)
+
+
+def _yaml_error(path, text, error):
+    """PyYAML's cause, at the line and column an editor shows."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    if mark is None:
+        return f"{path}: not valid YAML ({problem})"
+    line = text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""
+    tab = "; a tab: YAML indents with spaces" if "\t" in line else ""
+    return f"{path}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML ({problem}{tab})"
 
 
 def override(spec, key, text):
@@ -220,9 +232,12 @@ def _parse(text, hint):
     if hint is str or set(typing.get_args(hint)) == {str, type(None)}:
         return text
     value = yaml.safe_load(text) if text.strip() else ""
-    takes_list = list in (typing.get_origin(hint), *map(typing.get_origin, typing.get_args(hint)))
-    if isinstance(value, str) and takes_list and ("," in value or typing.get_origin(hint) is list):
-        return [v.strip() for v in value.split(",")]
+    lists = [h for h in (hint, *typing.get_args(hint)) if typing.get_origin(h) is list]
+    if lists and isinstance(value, str) and ("," in value or typing.get_origin(hint) is list):
+        numbers = typing.get_args(lists[0]) in ((int,), (float,))  # seeds=0,1: numbers, not text
+        return [yaml.safe_load(v) if numbers else v.strip() for v in value.split(",")]
+    if typing.get_origin(hint) is list and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [value]  # seeds=1: a list of one
     return value
 
 
@@ -279,9 +294,14 @@ def validate(spec):
                      ("feature_copies", 0), ("cache_mb", 0), ("min_labels", 0), ("max_labels", 0)):
         if getattr(spec, key) < low:
             raise KitError(f"{key}: {getattr(spec, key)} is below {low}")
-    for size in [spec.image_size, *spec.image_sizes]:
+    for key, size in [("image_size", spec.image_size), *(("image_sizes", s) for s in spec.image_sizes)]:
         if size is not None and size < 8:
-            raise KitError(f"image_size: {size} is too small")
+            raise KitError(f"{key}: {size} is too small (8 at least; each backbone has its own minimum)")
+    for key in ("backbones", "seeds", "image_sizes"):
+        values = getattr(spec, key)
+        if len(set(values)) != len(values):
+            twice = next(v for v in values if values.count(v) > 1)
+            raise KitError(f"{key}: {twice} is listed twice")
     if spec.pseudo and not Path(spec.pseudo).is_file():
         raise KitError(f"pseudo: no pseudo-labels at {spec.pseudo} (make pseudo writes them)")
     if not 0.5 <= spec.pseudo_threshold < 1:
@@ -329,7 +349,9 @@ def member_spec(spec, name):
     """(backbone, the spec it trains with) of a member (kit/runs.Variant): its seed, image size
     and pseudo-labels; the folds stay the competition's."""
     v = variant(name)
-    check_backbone(v.backbone)
+    entry = check_backbone(v.backbone)
+    if v.image_size is not None and v.image_size < entry.min_size:
+        raise KitError(f"{name}: {v.image_size}px is below {v.backbone}'s minimum of {entry.min_size}px")
     if v.pseudo and not spec.pseudo:
         raise KitError(f"{name}: a -pseudo member trains on pseudo-labels: make pseudo writes them, and the "
                        f"spec that names them")

@@ -27,10 +27,17 @@ def load_data(spec):
     root = _root(spec)
     ids, labels, groups = _train_labels(spec, root)
     _unique(ids, root / spec.train_csv if spec.layout == "csv" else root / spec.train_dir)
-    classes, y = _encode(spec, labels)
+    classes, y = _encode(spec, labels, _where(spec, root, ids))
     train_paths = _image_paths(root, spec.train_dir, ids, spec.image_ext, "train")
     train = pd.DataFrame({"id": ids, "path": train_paths})
     return Data(classes, train, y, groups, load_test(spec))
+
+
+def load_classes(spec):
+    """The class names in output order, from the labels alone (no image path is looked up)."""
+    root = _root(spec)
+    ids, labels, _ = _train_labels(spec, root)
+    return _encode(spec, labels, _where(spec, root, ids))[0]
 
 
 def load_test(spec):
@@ -42,6 +49,14 @@ def load_test(spec):
     _unique(test_ids, root / (spec.sample_submission if from_sample else spec.test_dir))
     return pd.DataFrame({"id": test_ids,
                          "path": _image_paths(root, spec.test_dir, test_ids, spec.image_ext, "test")})
+
+
+def _where(spec, root, ids):
+    """Where training row k is, as an editor shows it: the labels CSV's line (its header is line
+    1) and id, or the image file."""
+    if spec.layout == "csv":
+        return lambda k: f"{root / spec.train_csv}, line {k + 2} (id {ids[k]!r})"
+    return lambda k: str(root / spec.train_dir / ids[k])
 
 
 def _root(spec):
@@ -120,7 +135,8 @@ def _sorted_labels(labels):
         return sorted(labels)
 
 
-def _encode(spec, labels):
+def _encode(spec, labels, at):
+    """(classes, y) of the labels; `at(row)` says where a row is, for the errors."""
     where = "labels"
     if isinstance(labels, np.ndarray):  # one 0/1 column per class
         classes = list(spec.target_column)
@@ -130,18 +146,20 @@ def _encode(spec, labels):
             return classes, labels.astype(np.float32)
         bad = np.flatnonzero(labels.sum(1) != 1)
         if len(bad):
-            raise KitError(f"{where}: row {bad[0]} has {int(labels[bad[0]].sum())} classes set; "
-                           f"a {spec.task} task needs exactly one")
+            raise KitError(f"{at(bad[0])}: {int(labels[bad[0]].sum())} classes set; a {spec.task} task "
+                           f"needs exactly one")
         y = labels.argmax(1)
     else:
         flat = [t for cell in labels for t in cell] if spec.task == "multilabel" else labels
         if "" in flat:
-            raise KitError(f"{where}: row {flat.index('')} has an empty label")
+            raise KitError(f"{at(labels.index(''))}: an empty label")
         classes = [str(c) for c in spec.classes] if spec.classes else _sorted_labels(set(flat))
         index = {c: i for i, c in enumerate(classes)}
         unknown = sorted(set(flat) - set(index))
         if unknown:
-            raise KitError(f"{where}: label {unknown[0]!r} is not in classes ({', '.join(classes)})")
+            row = next(r for r, cell in enumerate(labels) if unknown[0] in (cell if spec.task == "multilabel"
+                                                                           else [cell]))
+            raise KitError(f"{at(row)}: label {unknown[0]!r} is not in classes ({', '.join(classes)})")
         if spec.task == "multilabel":
             y = np.zeros((len(labels), len(classes)), np.float32)
             for row, cell in enumerate(labels):
@@ -196,8 +214,13 @@ def _image_paths(root, folder, ids, ext, what):
         if found is None:
             missing.append(path)
         paths.append(os.path.join(directory, found or file))
-    if missing:
-        raise KitError(f"{len(missing)} of {len(ids)} {what} images are missing, e.g. {missing[0]}")
+    # A few missing training files are data as it comes (removed, partly downloaded): decoding
+    # lists them with the unreadable ones. Most missing means the spec looks in the wrong place.
+    if missing and (what == "test" or len(missing) > len(ids) / 2):
+        keys = "test_dir, image_ext, and the sample submission's first column" if what == "test" else \
+            "train_dir, image_ext and id_column"
+        raise KitError(f"{len(missing)} of {len(ids)} {what} images are missing, e.g. {missing[0]}: check "
+                       f"{keys} in the spec")
     return paths
 
 

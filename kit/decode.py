@@ -1,10 +1,14 @@
 """Image decoding: any image file to (H, W, 3) 8-bit RGB, whatever it holds (grayscale, RGBA,
-palette, CMYK, 16-bit), resized when asked; a file that cannot be decoded raises BadImage."""
+palette, CMYK, 16-bit), upright as a viewer shows it (EXIF orientation), resized when asked; a
+file that cannot be decoded raises BadImage, whose reason is listed (never printed)."""
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+VERSION = 2  # of what read_rgb returns: caches of decoded images made by another are remade
+# OpenCV's warnings on a broken file stay off the screen: the BadImage reason says it, in skipped.csv.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 class BadImage(Exception):
@@ -24,7 +28,9 @@ def read_rgb(path, size=None):
             if size and im.format == "JPEG":
                 im.draft("RGB", (size, size))  # decode at a reduced scale, never below `size`
             im.load()
-            arr = _pil_rgb8(im)
+            arr = _pil_rgb8(ImageOps.exif_transpose(im))  # a phone photo tagged "rotate 90", upright
+    except FileNotFoundError:
+        raise BadImage(path, "the file is missing") from None
     except UnidentifiedImageError:
         arr = _cv2_rgb8(path)  # a format Pillow does not know
     except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, ValueError, ...

@@ -60,7 +60,7 @@ def load_members(spec, data):
             members.append(Member(name, sorted(scores), pd.concat(oofs), oof_fold, test, scores, [name]))
     if not members:
         raise KitError(f"no finished runs of {', '.join(names)} under {spec.runs_path}: train "
-                       f"some folds first (make fold=0 backbone={spec.backbones[0]} competition={spec.slug})")
+                       f"some folds first (make fold=0 backbone={names[0]} competition={spec.slug})")
     return (_average_seeds(spec, members, labels_of(data)) if spec.average_seeds else members), missing
 
 
@@ -150,8 +150,7 @@ def check_method(spec, method, members):
     if method == "rank" and spec.metric != "roc_auc":
         raise KitError(f"rank averaging gives ranks, not probabilities: it fits roc_auc, not {spec.metric}")
     if method == "stack" and len(members) < 2:
-        raise KitError(f"a stack needs 2 members or more; {members[0].name} is the only one with finished "
-                       f"runs")
+        raise KitError(f"a stack needs 2 members or more; this ensemble has only {members[0].name}")
     if method in ("weighted", "stack") and _shared_folds(members) < 2:
         raise KitError(f"{method} is fitted on the OOF and scored on other folds: it needs 2 folds that "
                        f"every member finished")

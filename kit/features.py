@@ -36,8 +36,8 @@ def extract(model, images, indices, batch_size, views, limit_mb, workers=0):
         os.unlink(path)  # the mapping lives on; the disk space goes with it
     for v, view in enumerate(views):
         start = 0
-        for x in eval_batches(images, indices, batch_size, workers=workers, view=view):
-            values = keras.ops.convert_to_numpy(pooled.predict_on_batch(x))
+        for x in eval_batches(images, indices, batch_size, workers=workers, view=view, pad=True):
+            values = keras.ops.convert_to_numpy(pooled.predict_on_batch(x))[:len(indices) - start]
             out[v, start:start + len(values)] = values
             start += len(values)
     return out

@@ -1,5 +1,6 @@
-"""Reading and writing files: CSVs read as text, and atomic writes (a crash or a kill never
-leaves a half-written prediction, model or submission)."""
+"""Reading and writing files: CSVs read as text, atomic writes (a crash or a kill never leaves a
+half-written prediction, model or submission), and locks (one process at a time)."""
+import fcntl
 import os
 import tempfile
 from contextlib import contextmanager
@@ -36,9 +37,9 @@ def write_text(path, text):
         tmp.write_text(text)
 
 
-def write_csv(path, frame):
+def write_csv(path, frame, float_format=None):
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+        frame.to_csv(tmp, index=False, float_format=float_format)
 
 
 def read_csv(path, what):
@@ -49,3 +50,21 @@ def read_csv(path, what):
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise KitError(f"{path}: cannot read as CSV ({str(e).strip().splitlines()[0]})") from None
+
+
+@contextmanager
+def locked(path, wait=True):
+    """Yield True while this process holds the lock file `path`, alone; with `wait=False`, yield
+    False at once when another process holds it. The system drops a killed process's lock."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

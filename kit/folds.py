@@ -5,6 +5,7 @@ StratifiedKFold for binary and multiclass, StratifiedGroupKFold when the spec na
 column, iterative multilabel stratification for multilabel. Same seed -> byte-identical file.
 """
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from kit import KitError
 from kit.cache import Images, Joined, competition_images
 from kit.config import check_backbone, check_fold, image_size
 from kit.data import Data, load_data
-from kit.files import read_csv, write_csv
+from kit.files import locked, read_csv, write_csv
 from kit.metrics import as_columns
 from kit.runs import folds_file
 
@@ -33,19 +34,28 @@ def make_folds(data, n_folds, seed):
         splitter = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
     fold = np.full(len(y), -1)
     try:
-        for k, (_, val) in enumerate(splitter.split(np.zeros(len(y)), y, groups)):
-            fold[val] = k
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # sklearn's "least populated class": said below
+            for k, (_, val) in enumerate(splitter.split(np.zeros(len(y)), y, groups)):
+                fold[val] = k
     except ValueError as e:  # fewer images or groups than folds
         raise KitError(f"cannot split into {n_folds} folds: {e}") from None
+    counts = y.sum(0) if y.ndim == 2 else np.bincount(y.astype(int), minlength=len(data.classes))
+    for name, count in zip(data.classes, counts):
+        if count < n_folds:
+            print(f"folds: class {name!r} has {int(count)} images, fewer than the {n_folds} folds: "
+                  f"{n_folds - int(count)} of them validate on none of it, so their scores say nothing "
+                  f"about it", flush=True)
     return pd.DataFrame({"id": data.train["id"], "fold": fold})
 
 
 def load_folds(spec, data):
     """The fold of every training image: runs/<slug>/folds.csv, made on first use."""
     path = folds_file(spec)
-    if not path.is_file():
-        seed = spec.seed if spec.folds_seed is None else spec.folds_seed
-        write_csv(path, make_folds(data, spec.n_folds, seed))
+    with locked(path.with_suffix(".lock")):  # made once, whichever process gets there first
+        if not path.is_file():
+            seed = spec.seed if spec.folds_seed is None else spec.folds_seed
+            write_csv(path, make_folds(data, spec.n_folds, seed))
     folds = read_csv(path, "folds file")
     if folds["id"].tolist() != data.train["id"].tolist():
         raise KitError(f"{path} was made for other training images: delete it to make new folds "
@@ -81,16 +91,17 @@ class Fold:
         return as_columns(self.task, self.labels)
 
 
-def load_fold(spec, backbone, fold, log=None):
+def load_fold(spec, backbone, fold, log=None, data=None, member=None):
     """Fold `fold` at the backbone's image size: labels, images (decoded once into the spec's
     cache: the pass that finds the unreadable ones, left out of training, an error in test),
-    and its training and validation rows. `log` hears what is loaded before the decoding."""
+    and its training and validation rows. `log` hears what is loaded (of `member`) before the
+    decoding; `data`: the competition's tables, when already loaded."""
     size = image_size(spec, check_backbone(backbone))
     check_fold(spec, fold)
-    data = load_data(spec)
+    data = load_data(spec) if data is None else data
     fold_of = load_folds(spec, data)
     if log:
-        log(f"{spec.slug} / {backbone} / fold {fold}: {size}px, {len(data.train)} train images, "
+        log(f"{spec.slug} / {member or backbone} / fold {fold}: {size}px, {len(data.train)} train images, "
             f"{len(data.test)} test images, classes: {', '.join(data.classes[:10])}")
     images, test_images, bad = competition_images(spec, data, size)
     usable = ~data.train["path"].isin(list(bad)).to_numpy()

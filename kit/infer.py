@@ -23,7 +23,7 @@ from kit.metrics import from_columns
 from kit.model import released
 from kit.predict import predict, views
 from kit.release import load_release
-from kit.submission import frame, problems
+from kit.submission import FLOAT, frame, problems
 
 
 def infer(folder, out, overrides=None, slug=None, log=print):
@@ -65,7 +65,7 @@ def infer(folder, out, overrides=None, slug=None, log=print):
     p = apply(spec.task, recipe["method"], recipe["ensemble"], members)
     submission = frame(spec, sample, recipe["classes"], test["id"].tolist(), p, recipe["postprocess"])
     with atomic_path(out) as tmp:
-        submission.to_csv(tmp, index=False)
+        submission.to_csv(tmp, index=False, float_format=FLOAT)
         found = problems(tmp, sample, spec, recipe["classes"])
         if found:
             raise KitError(f"the submission would not be valid: {'; '.join(found)}")

@@ -85,10 +85,14 @@ def _epochs(load, n, shape, dtype, y, epochs, batch_size, limit, workers):
     return ds.prefetch(tf.data.AUTOTUNE), steps
 
 
-def eval_batches(images, indices, batch_size, y=None, workers=0, view=None):
+def eval_batches(images, indices, batch_size, y=None, workers=0, view=None, pad=False):
     """images[indices] in order (with labels when given), for validation and prediction.
-    `view(image, index)` transforms each image (test-time augmentation)."""
+    `view(image, index)` transforms each image (test-time augmentation). `pad`: the last batch
+    filled up with its last image, so that every batch has one shape and a model's prediction
+    function is traced once (the caller drops the extra rows)."""
     indices = np.asarray(indices)
+    if pad and len(indices) % batch_size:
+        indices = np.concatenate([indices, np.full(batch_size - len(indices) % batch_size, indices[-1])])
     labels = np.zeros(len(indices), np.float32) if y is None else np.asarray(y)
 
     def load(step):

@@ -19,12 +19,11 @@ def cmd_download(options):
 
 def cmd_submit(options):
     file, message, dry_run = options.pop("file", ""), options.pop("message", ""), flag(options, "dry_run")
-    spec = spec_of(options)
-    from kit.data import load_data
+    spec = spec_of(options, file)
     from kit.submission import check
 
     path = submission_file(spec, file)
-    check(path, spec, load_data(spec))
+    check(path, spec)
     about = path.with_suffix(".json")
     if not message and about.is_file():
         made = json.loads(about.read_text())

@@ -1,12 +1,17 @@
 """Command-line options: `key=value` pairs, typed, and the competition spec the other keys
 override; shared by every command (kit/cli.py, kit/kaggle_commands.py)."""
+import atexit
+import json
 import os
+import re
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from kit import KitError
 from kit.config import check_fold, load_spec, member_spec
+from kit.runs import variants
 
 
 def pairs(args):
@@ -33,9 +38,16 @@ def flag(options, key):
     return options.pop(key, "0").lower() in ("1", "true", "yes", "on")
 
 
-def spec_of(options):
-    """The spec of competition= (default: the demo), the other keys overriding it."""
-    return load_spec(options.pop("competition", None) or "demo", options)
+def spec_of(options, submission=""):
+    """The spec of competition=, or of the competition a `submission` file was made for (its
+    .json, or its name), else of the demo; the other keys override it."""
+    named = options.pop("competition", None)
+    if not named and submission:
+        about = Path(submission).with_suffix(".json")
+        made = json.loads(about.read_text()) if about.is_file() else {}
+        found = re.match(r"(.+)-\d{8}T\d{6}Z-", Path(submission).name)
+        named = made.get("competition") or (found and found[1])
+    return load_spec(named or "demo", options)
 
 
 def start_tensorflow():
@@ -57,6 +69,40 @@ def start_tensorflow():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+    _quiet_tensorflow()
+
+
+# What TensorFlow prints that is no news to a user: its C++ runtime noting an attribute its op
+# registry predates, and Python notes on retracing the prediction function of each new model.
+HARMLESS = (b"NodeDef mentions attribute use_unbounded_threadpool",)
+
+
+def _quiet_tensorflow():
+    """File descriptor 2 through a pipe that drops the HARMLESS lines (TensorFlow's runtime
+    writes there directly); every other line passes, in order, flushed at exit."""
+    import logging
+
+    retracing = "triggered tf.function retracing"
+    logging.getLogger("tensorflow").addFilter(lambda record: retracing not in record.getMessage())
+    read, write = os.pipe()
+    real, keep = os.dup(2), os.dup(2)  # the pump writes to one; the other is put back at exit
+    os.dup2(write, 2)
+    os.close(write)
+
+    def pump():
+        with os.fdopen(read, "rb") as pipe, os.fdopen(real, "wb", buffering=0) as out:
+            for line in pipe:
+                if not any(h in line for h in HARMLESS):
+                    out.write(line)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+
+    def restore():
+        sys.stderr.flush()
+        os.dup2(keep, 2)  # the pipe's last writer goes: the pump reads to its end
+        thread.join(timeout=5)
+    atexit.register(restore)
 
 
 def fold_args(options):
@@ -68,6 +114,9 @@ def fold_args(options):
     member = member or spec.backbones[0]
     member_spec(spec, member)
     check_fold(spec, fold)
+    if member not in {v.name for v in variants(spec)}:
+        print(f"note: {member} is not one of the spec's members (backbones x seeds x image_sizes): cv and "
+              f"ensemble leave it out", flush=True)
     return spec, member, fold
 
 

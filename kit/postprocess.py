@@ -43,6 +43,8 @@ def check(spec):
 
 def decide(spec, params, p):
     """What is submitted for probabilities `p`: with fitted `params`, or as the spec says (None)."""
+    if params is None and spec.task == "multilabel" and METRICS[spec.metric].hard:
+        return _labels(p, np.full(p.shape[1], spec.threshold), spec.min_labels, spec.max_labels)
     if params is None:  # as the spec says: clipped (log loss), thresholded or argmaxed (hard)
         hard = METRICS[spec.metric].hard
         return hard_labels(spec.task, p, spec.threshold) if hard else postprocess(spec, p)

@@ -26,9 +26,9 @@ def views(spec, augment):
 
 def predict(model, images, indices, batch, views, workers=0):
     """Mean model outputs over the views."""
-    runs = [model.predict(eval_batches(images, indices, batch, workers=workers, view=v), verbose=0)
+    runs = [model.predict(eval_batches(images, indices, batch, workers=workers, view=v, pad=True), verbose=0)
             for v in views]
-    return np.mean(runs, axis=0)
+    return np.mean(runs, axis=0)[:len(indices)]
 
 
 def write_predictions(spec, model, fold, batch, augment, run):

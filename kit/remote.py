@@ -125,7 +125,15 @@ def collect(spec, force=False):
         raise KitError("\n".join(errors))
 
 
-def _fetch(spec, backbone, fold, kernel, out):
+def _fetch(spec, member, fold, kernel, out):
+    with run_of(spec, member, fold).claim() as mine:
+        if not mine:
+            print(f"{member}/fold{fold}: being trained here by another process: not replaced")
+            return
+        _replace(spec, member, fold, kernel, out)
+
+
+def _replace(spec, backbone, fold, kernel, out):
     spec.runs_path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=spec.runs_path, prefix=".collect-") as tmp:
         kaggle_client.kernel_output(kernel, tmp)

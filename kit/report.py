@@ -30,10 +30,14 @@ def show(spec, table, missing, members, choices):
         if "weights" in c.ensemble.params and c.ensemble.method == "weighted":
             weights = zip((m.name for m in members), c.ensemble.params["weights"])
             lines.append("weights (fitted on every fold): " + ", ".join(f"{k} {v:.4g}" for k, v in weights))
-    best = max(choices, key=lambda c: c.score * (1 if direction == "higher" else -1))
+    best = _best(spec, choices)
     lines.append(f"best: {best.ensemble.method}{'+pp' if best.apply_postprocess else ''} ({best.score:.5f}): "
                  f"what make all submits (make ensemble method=... chooses another)")
     return "\n".join(lines)
+
+
+def _best(spec, choices):
+    return max(choices, key=lambda c: c.score * (1 if METRICS[spec.metric].higher_is_better else -1))
 
 
 def cv_report(spec):
@@ -59,9 +63,10 @@ def write_report(spec, data, table, members, missing, choices):
                      for fold, run in runs if run.finished()}
         plot_folds(histories, figures / f"{part}-curves.png", f"{spec.slug} / {part}", spec.metric)
         lines.append(f"![{part}](report/{part}-curves.png)")
-    mean = choices[0].ensemble
+    best = _best(spec, choices)
     name = "oof-confusion.png" if spec.task == "multiclass" else "oof-roc.png"
-    plot_oof(spec.task, data.classes, mean.y, mean.oof, figures / name)
-    lines += ["", "## Ensemble (mean), out of fold", "", f"![OOF]({'report/' + name})", ""]
+    plot_oof(spec.task, data.classes, best.ensemble.y, best.ensemble.oof, figures / name)
+    lines += ["", f"## The best ensemble ({best.ensemble.method}), honest out of fold", "",
+              f"![OOF]({'report/' + name})", ""]
     write_text(report, "\n".join(lines))
     return report

@@ -26,7 +26,7 @@ import pandas as pd
 import yaml
 
 from kit import KitError
-from kit.files import read_csv, write_csv, write_text
+from kit.files import locked, read_csv, write_csv, write_text
 from kit.metrics import as_columns, column_names, from_columns
 
 
@@ -46,6 +46,11 @@ class Run:
 
     def finished(self):
         return self.test.is_file() and self.oof.is_file()
+
+    def claim(self):
+        """A lock on the run: True while this process alone may train or replace it, False at
+        once when another process has it (kit/files.locked)."""
+        return locked(self.path / ".lock", wait=False)
 
     def log(self, message):
         """Print, and keep in log.txt (a resumed run's log goes on)."""

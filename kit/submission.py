@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from kit import KitError
-from kit.data import load_data
+from kit.data import load_classes, load_data
 from kit.ensemble import choose, labels_of, load_members
 from kit.files import read_csv, write_csv, write_text
 from kit.metrics import METRICS, class_matrix, hard_labels
@@ -45,6 +45,9 @@ def submission_format(spec, sample, classes):
     if spec.task not in fits.get(fmt, (spec.task,)):
         raise KitError(f"submission {fmt} does not fit a {spec.task} task")
     return fmt
+
+
+FLOAT = "%.8g"  # probabilities as written: 0.88659335, not 0.8865933500000001 (1e-8 is finer than any score)
 
 
 def frame(spec, sample, classes, test_ids, p, params=None):
@@ -86,7 +89,7 @@ def write(spec, sample, classes, test_ids, p, method, about, params=None, folder
         n += 1
         path = Path(folder) / f"{spec.slug}-{stamp}-{method}-{n}.csv"
     submission = frame(spec, sample, classes, test_ids, p, params)
-    write_csv(path, submission)
+    write_csv(path, submission, FLOAT)
     write_text(path.with_suffix(".json"), json.dumps(about, indent=1) + "\n")
     return path
 
@@ -151,13 +154,14 @@ def _value_problems(values, fmt, classes):
     return [f"{len(unknown)} labels are not classes, e.g. {unknown[0]!r}"] if unknown else []
 
 
-def check(path, spec, data):
-    """Validate the CSV at `path`; problems are printed one per line and fail the command."""
+def check(path, spec):
+    """Validate the CSV at `path` against the sample submission and the classes (read off the
+    labels: no image is touched); problems are printed one per line and fail the command."""
     path = Path(path)
     if not path.is_file():
         raise KitError(f"no submission file at {path}")
     sample = read_csv(spec.data_path / spec.sample_submission, "sample submission")
-    found = problems(path, sample, spec, data.classes)
+    found = problems(path, sample, spec, load_classes(spec))
     if found:
         raise KitError(f"{path} is not a valid submission ({len(found)} problems):\n"
                        + "\n".join(f"  - {p}" for p in found))

@@ -1,22 +1,29 @@
 """Train one fold of one backbone with the spec's schedule, then predict its OOF and test images.
 What a run writes, and where, is kit/runs.py's."""
 import dataclasses
+import hashlib
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 import tensorflow as tf
+import yaml
 from tensorflow.python.framework import config as tf_config  # disable_op_determinism is not public
 
+from kit import KitError
 from kit.augment import Augmenter, serialized
+from kit.backbones import BACKBONES
 from kit.callbacks import Tracker, Validation, history_columns, phase_callbacks
 from kit.checkpoint import Checkpoint, RunState
-from kit.config import Spec, check_backbone, check_fold, dump, member_spec
+from kit.config import Spec, check_backbone, check_fold, dump, image_size, member_spec
+from kit.data import load_data
 from kit.env import resolve_weights
 from kit.features import fold_features, head_of
 from kit.files import atomic_path, write_csv, write_text
-from kit.folds import Fold, load_fold
+from kit.folds import Fold, load_fold, load_folds
 from kit.inputs import eval_batches, feature_stream, on_device, train_stream
 from kit.metrics import spec_score
 from kit.model import (
@@ -35,18 +42,31 @@ from kit.runs import Run, run_of, variant
 
 @releasing
 def run_fold(spec, member, fold, force=False):
-    """The recipe: load the fold, build the model, train it phase by phase, keep the best
-    weights, predict. `member`: a backbone, or a variant of one (kit/runs.Variant). A finished
-    run is kept unless `force`; a killed one resumes."""
+    """Train fold `fold` of `member` (a backbone, or a variant of one: kit/runs.Variant), unless
+    another process is at it. A finished run is kept unless `force`, and a killed one resumes,
+    as long as the data and the settings are still those it was trained with."""
     backbone, spec = member_spec(spec, member)
-    entry = check_backbone(backbone)
     check_fold(spec, fold)
     run = run_of(spec, member, fold)
-    if run.finished() and not force:
-        print(f"{run.path} is finished: force=1 trains it again", flush=True)
-        return run.path
+    with run.claim() as mine:
+        if not mine:
+            print(f"{run.path} is being trained by another process: skipped", flush=True)
+            return run.path
+        data = load_data(spec)
+        if (run.finished() or run.checkpoint.is_dir()) and not force:
+            _check_trained_on(spec, backbone, run, data)
+        if run.finished() and not force:
+            print(f"{run.path} is finished: force=1 trains it again", flush=True)
+            return run.path
+        return _train(spec, member, backbone, fold, run, force, data)
+
+
+def _train(spec, member, backbone, fold, run, force, data):
+    """The recipe: load the fold, build the model, train it phase by phase, keep the best
+    weights, predict."""
+    entry = check_backbone(backbone)
     checkpoint, state = _resume(run, force)
-    f = load_fold(spec, backbone, fold, log=run.log)
+    f = load_fold(spec, backbone, fold, log=run.log, data=data, member=member)
     _record(spec, member, f, run)
     model, base, device = _build(spec, backbone, entry, f, run.log)
     t = Trainer(spec, f, model, base, entry.blocks, device, Augmenter(serialized(spec.augment)), checkpoint,
@@ -102,7 +122,8 @@ class Trainer:
             opened, layers = sum(x.trainable for x in self.base.layers), len(self.base.layers)
             how = ", head on cached features" if cached else ""
             self.log(f"phase {phase.name}: base trainable {phase.trainable} ({opened} of {layers} "
-                     f"layers{how}), lr {phase.lr:g}, up to {phase.epochs} epochs")
+                     f"layers{how}), lr {phase.lr:g}, up to {epochs[1] - epochs[0]} epochs"
+                     f"{f' (of {phase.epochs}: resumed)' if epochs[0] > s.phase_start else ''}")
             columns = history_columns(self.spec.task, self.spec.metric)
             callbacks = [validation, Tracker(s, phase, self.checkpoint, self.model, columns),
                          *phase_callbacks(phase, s.phase_start)]
@@ -138,7 +159,7 @@ class Trainer:
                                         batch, *stream)
             if self.device.accelerator == "gpu" and self.device.strategy.num_replicas_in_sync == 1:
                 train = on_device(train, tf.config.list_logical_devices("GPU")[0].name)
-            val_x = eval_batches(f.images, f.val_idx, batch, workers=spec.workers)
+            val_x = eval_batches(f.images, f.val_idx, batch, workers=spec.workers, pad=True)
         score = lambda y, p: spec_score(spec, y, p)
         return train, steps, Validation(val_x, y_val, batch, spec.task, spec.metric, score, features=cached)
 
@@ -166,7 +187,39 @@ def _record(spec, member, f, run):
         run.log(f"skipped {len(f.skipped)} unreadable training images (listed in {run.skipped}), "
                 f"e.g. {path}: {reason}")
     resolved = dataclasses.replace(spec, image_size=f.size)
-    write_text(run.config, dump(resolved, backbone=variant(member).backbone, member=member, fold=f.index))
+    write_text(run.config, dump(resolved, backbone=variant(member).backbone, member=member, fold=f.index,
+                                **_ids(spec, f.data, load_folds(spec, f.data))))
+
+
+# Spec keys that leave what a run learns unchanged: where files are, how fast it goes, what is
+# done with its predictions. Any other key that changed makes a finished run stale.
+AFTER = {"runs_dir", "data_dir", "workers", "image_cache", "cache_mb", "tta", "tta_augment", "metric",
+         "postprocess", "min_labels", "max_labels", "threshold", "clip", "submission", "kernel_datasets",
+         "kernel_gpu", "kernel_internet", "backbones", "seeds", "image_sizes", "average_seeds",
+         "pseudo_threshold", "test_ids", "test_dir", "sample_submission", "source"}
+
+
+def _ids(spec, data, fold_of):
+    """What a run learns from, as checksums: its training ids, their folds, its pseudo-labels."""
+    sha1 = lambda b: hashlib.sha1(b).hexdigest()
+    pseudo = {"pseudo_sha1": sha1(Path(spec.pseudo).read_bytes())} if spec.pseudo else {}
+    return {"train_ids_sha1": sha1("\n".join(data.train["id"]).encode()),
+            "folds_sha1": sha1(np.asarray(fold_of).tobytes()), **pseudo}
+
+
+def _check_trained_on(spec, backbone, run, data):
+    """A run to keep or resume must have been trained on these data with these settings."""
+    if not run.config.is_file():
+        return
+    old = yaml.safe_load(run.config.read_text())
+    resolved = dataclasses.replace(spec, image_size=image_size(spec, BACKBONES[backbone]))
+    now = {**yaml.safe_load(dump(resolved)), **_ids(spec, data, load_folds(spec, data))}
+    changed = [k for k, v in now.items() if k not in AFTER and k in old and old[k] != v]
+    if changed:
+        named = {"train_ids_sha1": "training images", "folds_sha1": "folds", "pseudo_sha1": "pseudo-labels"}
+        what = next((named[k] for k in named if k in changed), f"settings ({', '.join(changed[:4])})")
+        raise KitError(f"{run.path} was trained on other {what} than the spec and data give now: force=1 "
+                       f"trains it again (or put them back)")
 
 
 def _build(spec, backbone, entry, f, log):

@@ -35,7 +35,8 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda root: (root / "train" / "tr004.png").unlink(), "error: 1 of 24 train images are missing"),
+    (lambda root: [(root / "train" / f"tr{i:03d}.png").unlink() for i in range(20)],
+     "error: 20 of 24 train images are missing"),
     (lambda root: (root / "train.csv").write_text("id,label\n../../../etc/passwd,a\n"),
      "error: train id '../../../etc/passwd' points outside the data folder"),
 ])

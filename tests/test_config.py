@@ -40,6 +40,8 @@ def test_default_schedule_finetunes_the_top_block_100x_lower(tmp_path):
     ({"weights": "missing.h5"}, "no weights file at missing.h5"),
     ({"augment": [{"HorizontalFlip": {"prob": 0.5}}]}, "HorizontalFlip: Argument(s) 'prob' are not valid"),
     ({"label_regex": "cat"}, "needs a (group)"),
+    ({"backbones": ["vgg16", "vgg16"]}, "backbones: vgg16 is listed twice"),
+    ({"image_sizes": [4]}, "image_sizes: 4 is too small"),
 ])
 def test_bad_spec_fails_on_load_naming_the_key(tmp_path, keys, message):
     with pytest.raises(KitError, match=None) as e:
@@ -64,6 +66,9 @@ def test_command_line_overrides_are_typed(tmp_path):
     assert spec.backbones == ["vgg16", "xception"] and spec.classes == ["b", "a"]
     assert spec.label_sep == "yes"  # a string key keeps the text, not YAML's boolean
     assert spec.target_column == ["x", "y"]
+    numbers = load_spec(str(spec_file(tmp_path)), {"seeds": "0,1", "image_sizes": "32,40"})
+    assert (numbers.seeds, numbers.image_sizes) == ([0, 1], [32, 40])
+    assert load_spec(str(spec_file(tmp_path)), {"seeds": "3"}).seeds == [3]
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -82,3 +87,12 @@ def test_dumped_spec_loads_back_to_the_same_spec(tmp_path):
     raw = yaml.safe_load(dump(spec, backbone="vgg16", fold=1))
     assert (raw.pop("backbone"), raw.pop("fold")) == ("vgg16", 1)
     assert _build(Spec, raw, "dump") == spec
+
+
+def test_a_yaml_mistake_names_the_line_and_column(tmp_path):
+    spec = tmp_path / "tabs.yaml"
+    spec.write_text("task: multiclass\nschedule:\n\t- {name: head}\n")
+    with pytest.raises(KitError) as e:
+        load_spec(str(spec))
+    assert str(e.value) == (f"{spec}, line 3, column 1: not valid YAML (found character '\\t' that cannot start "
+                            f"any token; a tab: YAML indents with spaces)")

@@ -9,7 +9,7 @@ from PIL import Image
 from kit import KitError
 from kit.cache import load_images
 from kit.config import load_spec
-from kit.data import load_data
+from kit.data import Data, load_data
 from kit.decode import BadImage, read_rgb
 from tests.helpers import image, spec_file, write_competition
 
@@ -102,12 +102,16 @@ def test_multilabel_from_separated_tags_and_from_one_hot_columns(tmp_path):
     data = load_data(_spec(tmp_path, task="multiclass", target_column=["x", "y"]))
     assert data.classes == ["x", "y"] and data.y[:2].tolist() == [0, 1]
     onehot.assign(y=1).to_csv(root / "train.csv", index=False)
-    with pytest.raises(KitError, match="row 0 has 2 classes set"):
+    with pytest.raises(KitError, match="train.csv, line 2 \\(id 'tr000'\\): 2 classes set"):
         load_data(_spec(tmp_path, task="multiclass", target_column=["x", "y"]))
 
 
 @pytest.mark.parametrize("keys, edit, message", [
-    ({}, lambda r: (r / "train" / "tr003.png").unlink(), "1 of 24 train images are missing, e.g. "),
+    ({}, lambda r: [(r / "train" / f"tr{i:03d}.png").unlink() for i in range(13)],
+     "13 of 24 train images are missing, e.g. "),
+    ({}, lambda r: [(r / "train" / f"tr{i:03d}.png").unlink() for i in range(13)],
+     "check train_dir, image_ext and id_column in the spec"),
+    ({}, lambda r: (r / "test" / "te003.png").unlink(), "1 of 8 test images are missing, e.g. "),
     ({}, lambda r: pd.DataFrame({"id": ["../../secret"], "label": ["a"]}).to_csv(r / "train.csv"),
      "train id '../../secret' points outside the data folder"),
     ({}, lambda r: pd.DataFrame({"id": ["/etc/passwd"], "label": ["a"]}).to_csv(r / "train.csv"),
@@ -115,7 +119,9 @@ def test_multilabel_from_separated_tags_and_from_one_hot_columns(tmp_path):
     ({"target_column": "class"}, lambda r: None, "has no column 'class' (columns: id, label)"),
     ({"task": "binary"}, lambda r: pd.DataFrame({"id": ["tr000", "tr001", "tr002"], "label": ["a", "b", "c"]})
      .to_csv(r / "train.csv"), "a binary task needs 2 classes, found 3"),
-    ({"classes": ["a"]}, lambda r: None, "label 'b' is not in classes (a)"),
+    ({"classes": ["a"]}, lambda r: None, "train.csv, line 3 (id 'tr001'): label 'b' is not in classes (a)"),
+    ({}, lambda r: pd.DataFrame({"id": ["tr000", "tr001", "tr002"], "label": ["a", "", "b"]}).to_csv(
+        r / "train.csv", index=False), "train.csv, line 3 (id 'tr001'): an empty label"),
     ({}, lambda r: (r / "sample_submission.csv").unlink(),
      "no sample submission (or set test_ids: folder) at"),
     ({}, lambda r: (r / "train.csv").write_bytes(b"\xff\xfe\x00bad"), "cannot read as CSV"),
@@ -181,3 +187,34 @@ def test_truncated_and_corrupt_images_are_reported_not_half_decoded(tmp_path):
     _, bad = load_images([str(good)] + [str(tmp_path / n) for n in ("cut.jpg", "junk.png")], 32, mode="off")
     assert sorted(bad) == [str(tmp_path / "cut.jpg"), str(tmp_path / "junk.png")]
     assert "truncated" in bad[str(tmp_path / "cut.jpg")]
+
+
+def test_a_photo_tagged_rotate_90_is_read_upright(tmp_path):
+    tall = np.zeros((40, 20, 3), np.uint8)
+    tall[:10] = 255  # white at the top of the upright picture
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(tall, 1)))  # the camera's sensor holds it sideways
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    upright = read_rgb(tmp_path / "phone.jpg")
+    assert upright.shape == (40, 20, 3) and upright[:10].mean() > 200 and upright[20:].mean() < 50
+
+
+def test_a_class_with_fewer_images_than_folds_is_said_in_the_kits_words(tmp_path, capsys, recwarn):
+    from kit.folds import make_folds
+
+    y = np.array([0] * 12 + [1] * 12 + [2] * 2)
+    data = Data(["a", "b", "rare"], pd.DataFrame({"id": [f"i{k}" for k in range(26)]}), y, None, None)
+    make_folds(data, 4, seed=0)
+    assert capsys.readouterr().out.strip() == (
+        "folds: class 'rare' has 2 images, fewer than the 4 folds: 2 of them validate on none of it, so "
+        "their scores say nothing about it")
+    assert not [w for w in recwarn if "least populated" in str(w.message)]
+
+
+def test_a_file_no_decoder_reads_is_a_reason_not_a_warning_on_the_screen(tmp_path, capfd):
+    bad = tmp_path / "broken.hdr"  # a format Pillow does not know, so OpenCV tries it
+    bad.write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 4 +X 4\nxx")
+    with pytest.raises(BadImage, match="not an image file"):
+        read_rgb(bad)
+    assert capfd.readouterr().err == ""  # OpenCV would print "imread_(...): can't read data ... RGBE read error"

@@ -82,6 +82,12 @@ def test_temperature_calms_overconfident_probabilities():
     assert honest < score("log_loss", truth, postprocess.decide(spec, None, p)) - 0.3
 
 
+def test_multilabel_bounds_hold_without_fitted_thresholds_too():
+    spec = _spec(task="multilabel", metric="f2", min_labels=1)
+    labels = postprocess.decide(spec, None, rng.random((20, 4)) * 0.4)  # nothing reaches the 0.5 threshold
+    assert (labels.sum(1) == 1).all()
+
+
 def test_multilabel_thresholds_keep_at_least_and_at_most_the_labels_asked_for():
     p = rng.random((50, 6)) * 0.4  # nothing reaches 0.5
     spec = _spec(task="multilabel", metric="f2", min_labels=1, max_labels=2)

@@ -6,7 +6,6 @@ import pytest
 
 from kit import KitError
 from kit.config import load_spec
-from kit.data import load_data
 from kit.submission import check, frame, problems, submission_format, write
 from tests.helpers import spec_file, write_competition
 
@@ -115,17 +114,31 @@ def test_label_values_must_be_classes(tmp_path):
     assert problems(path, sample, tags, ["a", "b"]) == ["column 'label': 1 labels are not classes, e.g. 'q'"]
 
 
-def test_check_fails_with_the_problems_or_passes(tmp_path, capsys):
+def test_check_needs_the_csv_the_sample_and_the_labels_only(tmp_path, capsys):
+    import shutil
+
     write_competition(tmp_path / "data")
     spec = _spec(tmp_path)
-    data = load_data(spec)
+    shutil.rmtree(tmp_path / "data" / "train")  # no image is read to check a submission
+    shutil.rmtree(tmp_path / "data" / "test")
     bad = tmp_path / "bad.csv"
     bad.write_text("id,a\nte000,0.5\n")
     with pytest.raises(KitError) as e:
-        check(bad, spec, data)
+        check(bad, spec)
     lines = str(e.value).splitlines()
     assert lines[0].endswith("bad.csv is not a valid submission (3 problems):") and len(lines) == 4
     good = tmp_path / "good.csv"
     good.write_text("id,a,b\n" + "".join(f"te{i:03d},0.5,0.5\n" for i in range(8)))
-    check(good, spec, data)
+    check(good, spec)
     assert "good.csv: valid (8 rows, columns id, a, b)" in capsys.readouterr().out
+
+
+def test_probabilities_are_written_to_8_significant_digits_and_still_validate(tmp_path):
+    write_competition(tmp_path / "data")
+    spec = _spec(tmp_path, metric="log_loss")
+    sample = pd.read_csv(tmp_path / "data" / "sample_submission.csv", dtype=str)
+    p = np.full((8, 2), 0.5)
+    p[:, 0], p[:, 1] = 0.8865933500000001, 1 - 0.8865933500000001
+    path = write(spec, sample, ["a", "b"], sample["id"].tolist(), p, "mean", {}, folder=tmp_path / "subs")
+    assert path.read_text().splitlines()[1] == "te000,0.88659335,0.11340665"
+    check(path, spec)

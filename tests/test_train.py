@@ -165,13 +165,16 @@ def test_warmup_and_cosine_shape_the_learning_rate(tiny):
 
 
 @pytest.mark.slow
-def test_unreadable_training_images_are_skipped_and_counted(tiny):
+def test_unreadable_and_missing_training_images_are_skipped_and_counted(tiny):
     spec = tiny(schedule=[{**HEAD, "epochs": 1}])
     (spec.data_path / "train" / "tr005.png").write_bytes(b"\x89PNG broken")
+    (spec.data_path / "train" / "tr007.png").unlink()  # removed after the data was released
     out = run_fold(spec, "vgg16", 1)
-    assert "skipped 1 unreadable training images" in (out / "log.txt").read_text()
-    assert pd.read_csv(out / "skipped.csv")["path"].str.endswith("tr005.png").all()
-    assert "tr005" not in pd.read_csv(out / "oof.csv")["id"].tolist()
+    assert "skipped 2 unreadable training images" in (out / "log.txt").read_text()
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert len(skipped) == 2 and skipped["path"].str.endswith("tr005.png").any()
+    assert skipped.loc[skipped["path"].str.contains("tr007"), "reason"].item() == "the file is missing"
+    assert not {"tr005", "tr007"} & set(pd.read_csv(out / "oof.csv")["id"])
 
 
 def test_an_unreadable_test_image_is_an_error_naming_it(tiny):

@@ -25,6 +25,8 @@ def test_member_names_stand_for_a_backbone_and_its_variant(tiny):
         member_spec(spec, "vgg16_seed1")
     with pytest.raises(KitError, match="vgg16-pseudo: a -pseudo member trains on pseudo-labels: make pseudo"):
         member_spec(spec, "vgg16-pseudo")
+    with pytest.raises(KitError, match="xception-40px: 40px is below xception's minimum of 71px"):
+        member_spec(spec, "xception-40px")
 
 
 @pytest.mark.slow
@@ -66,3 +68,10 @@ def test_seed_members_then_a_pseudo_round_whose_labels_never_reach_validation(ti
     assert (spec.runs_path / "folds.csv").read_bytes() == folds  # the same folds for every member
     table, *_ = cross_validate(round2, data)
     assert {"vgg16-seed0", "vgg16-seed0-pseudo"} <= set(table["model"])  # both rounds side by side
+
+
+def test_a_pseudo_round_before_any_run_says_what_it_needs(tiny):
+    from kit.pseudo import pseudo_round
+
+    with pytest.raises(KitError, match="a pseudo round needs round 1's test predictions: no finished runs of vgg16"):
+        pseudo_round(tiny())
