@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 .PHONY: train demo all predict cv ensemble validate download submit kernel push kernels status collect \
-	release publish inference-kernel submit-code infer pseudo bench folds spec test test-fast lint install help
+	release publish inference-kernel submit-code infer pseudo bench backbones folds spec test test-fast lint install help
 
 train: $(VENV)/.installed ## train one fold of one backbone: make fold=0 backbone=xception [competition=demo]
 	$(PY) -m kit train $(ARGS)
@@ -80,8 +80,11 @@ submit-code: $(VENV)/.installed ## push it, wait for COMPLETE, submit that versi
 infer: $(VENV)/.installed ## what the inference kernel does, here: the release on data/<slug>'s test images
 	$(PY) -m kit infer $(ARGS)
 
-bench: $(VENV)/.installed ## speed and memory against the kit's targets: table + runs/bench/bench.csv
+bench: $(VENV)/.installed ## speed and memory against the kit's targets: table + runs/bench/bench.csv [quick=1] [backbones=1]
 	$(PY) -m kit bench $(ARGS)
+
+backbones: $(VENV)/.installed ## the registered backbones: sizes, top:K blocks, parameters, where their weights come from
+	$(PY) -m kit backbones $(ARGS)
 
 folds: $(VENV)/.installed ## make runs/<slug>/folds.csv
 	$(PY) -m kit folds $(ARGS)

@@ -16,10 +16,14 @@
                  20% of the least-squares line through them: linear growth)
     make all     the peak memory of 3 rounds of vgg16 + resnet50 runs in one process against
                  one round: finished runs are released                             <= 1.1x
+    backbones    images/s of a frozen base's forward pass, a handful of backbones at one size
+                 (`make bench backbones=1`, or a list: backbones=efficientnetb0,convnext_tiny):
+                 their costs compared on this machine
 
 Results: a table on stdout and runs/bench/bench.csv. Synthetic JPEGs, random-init backbones.
 Times are the best of several runs (as timeit does): a shared machine only ever adds time.
 """
+import functools
 import json
 import os
 import resource
@@ -102,7 +106,8 @@ def _best(run, times):
 
 def _model(size, trainable):
     from kit.backbones import BACKBONES
-    from kit.model import build_model, compile_model, set_trainable
+    from kit.base import set_trainable
+    from kit.model import build_model, compile_model
 
     model, base = build_model("resnet50", "binary", 2, size, None, 0.3)
     set_trainable(base, BACKBONES["resnet50"].blocks, trainable)
@@ -273,21 +278,50 @@ def _fresh(times, n, backbones=("vgg16",), rounds=1):
             "process_peak_mb": max(r["process_peak_mb"] for r in runs)}
 
 
-def run(quick=False):
-    """Every measurement, printed and saved; quick=True is a smoke run with tiny sizes."""
+def bench_backbones(names, size, batch, batches):
+    """[(backbone, side, images/s)] of each frozen base's forward pass (random init: the cost, not
+    the weights) at one input side (or the nearest its patches or windows take), the best of a few
+    batches after a warm-up one."""
+    from kit.backbones import BACKBONES
+    from kit.base import build_base
+    from kit.model import released
+
+    rates = []
+    for name in names:
+        entry = BACKBONES[name]
+        side = max(-(-size // entry.step) * entry.step, entry.min_size)
+        images = np.random.default_rng(0).uniform(0, 255, (batch, side, side, 3)).astype("float32")
+        with released():
+            base = build_base(name, side, None)
+            base.predict_on_batch(images)  # the first call traces
+            forward = functools.partial(base.predict_on_batch, images)
+            rates.append((name, side, batch / _best(forward, batches)))
+    return rates
+
+
+def run(quick=False, backbones=()):
+    """Every measurement, printed and saved; quick=True is a smoke run with tiny sizes.
+    `backbones`: only the frozen-base comparison, of those backbones at 224 px."""
     from kit.augment import Augmenter, serialized
+    from kit.backbones import COMPARED
     from kit.config import Spec
 
     keras.utils.set_random_seed(0)
     n, size, batch, base = (32, 32, 8, 16) if quick else (768, 96, 32, 128)
-    augment = Augmenter(serialized(Spec("bench").augment))
-    paths = photos(ROOT / "photos", n)
     rows = []
 
     def row(name, value, unit, target=None, ok=None):
         rows.append({"measure": name, "value": round(value, 3), "unit": unit, "target": target or "",
                      "pass": "" if ok is None else ("yes" if ok else "NO")})
         print(f"{name:48s} {value:10.3f} {unit:10s} {target or '':12s} {rows[-1]['pass']}", flush=True)
+
+    side = 224 if backbones or not quick else 112
+    for name, at, rate in bench_backbones(backbones or COMPARED, side, 8 if quick else 16, 1 if quick else 3):
+        row(f"frozen base forward pass: {name} at {at}px", rate, "images/s")
+    if backbones:
+        return _save(rows)
+    augment = Augmenter(serialized(Spec("bench").augment))
+    paths = photos(ROOT / "photos", n)
 
     rates = bench_pipeline(paths, 128 if not quick else 32, augment)
     row("pipeline: single-threaded loop", rates["loop"], "images/s")
@@ -332,6 +366,10 @@ def run(quick=False):
     row(f"make all: peak memory of {rounds[1] * 2} runs", many, "MB")
     row(f"make all: {rounds[1] * 2} runs / {rounds[0] * 2} runs, peak memory", many / one, "x", "<= 1.1",
         many / one <= 1.1)
+    return _save(rows)
+
+
+def _save(rows):
     write_csv(ROOT / "bench.csv", pd.DataFrame(rows))
     print(f"saved {ROOT / 'bench.csv'}")
     return pd.DataFrame(rows)

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from kit import KitError
+from kit.backbones import BACKBONES
 from kit.config import check_fold, dump, member_spec
 from kit.data import load_data
 from kit.files import write_text
@@ -77,7 +78,7 @@ def bundles(spec):
 
 def build_bundle(spec, member, fold, user):
     """runs/<slug>/kernels/<member>-fold<K>/: a kernel training one fold of one member."""
-    _, trained = member_spec(spec, member)
+    backbone, trained = member_spec(spec, member)
     check_fold(spec, fold)
     if spec.weights not in (None, "imagenet") and not str(spec.weights).startswith("/kaggle/input/"):
         raise KitError(f"weights: {spec.weights} is a local file a kernel cannot see: attach it as a "
@@ -97,7 +98,10 @@ def build_bundle(spec, member, fold, user):
     portable = dataclasses.replace(portable, pseudo="")  # the bundle's own copy, put in by run_bundle
     title = f"{spec.slug[:50 - len(member) - 10]} {member} fold{fold}"
     args = ["train", f"backbone={member}", f"fold={fold}"]
-    metadata = {"enable_internet": spec.kernel_internet, "dataset_sources": spec.kernel_datasets}
+    entry = BACKBONES[backbone]  # a keras-hub backbone's pretrained weights: a Kaggle Model to attach
+    models = [entry.preset.removeprefix("kaggle://")] if entry.hub and spec.weights == "imagenet" else []
+    metadata = {"enable_internet": spec.kernel_internet, "dataset_sources": spec.kernel_datasets,
+                "model_sources": models}
     return _write(portable, bundle_dir(spec, member, fold), title, "kit.train", args, files, where,
                   user, metadata)
 

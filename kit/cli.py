@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 
 from kit import KitError
+from kit.backbones import BACKBONES, COMPARED
+from kit.config import check_backbone
 from kit.kaggle_commands import (
     cmd_collect,
     cmd_download,
@@ -49,6 +51,8 @@ commands:
   submit-code        push it, wait for COMPLETE, submit its submission.csv   message= version= timeout=540
   infer     predict the current test images with a release   release=<folder> out=<csv>
   bench     speed and memory against the kit's targets; runs/bench/bench.csv   quick=0
+            backbones=1|<names>: only a frozen-base forward pass of each, images/s at 224 px
+  backbones the registered backbones: sizes, top:K blocks, parameters, where weights come from
   folds     make runs/<slug>/folds.csv
   spec      print the resolved spec
 
@@ -167,12 +171,31 @@ def cmd_infer(options):
 
 def cmd_bench(options):
     quick = flag(options, "quick")
+    backbones = options.pop("backbones", "0")
     if options:
-        raise KitError(f"bench takes only quick=1, not {', '.join(options)}")
+        raise KitError(f"bench takes only quick=1 and backbones=1|<names>, not {', '.join(options)}")
+    if backbones.lower() in ("1", "true", "yes", "on"):
+        chosen = COMPARED
+    else:
+        chosen = tuple(name for name in backbones.split(",") if backbones != "0")
+        for name in chosen:
+            check_backbone(name)
     start_tensorflow()
     from kit.bench import run
 
-    run(quick)
+    run(quick, chosen)
+
+
+def cmd_backbones(options):
+    if options:
+        raise KitError(f"backbones takes no options, not {', '.join(options)}")
+    start_tensorflow()
+    from kit.base import describe
+
+    print(f"{'backbone':20s} {'size':>8s} {'min':>5s} {'top:K':>6s} {'params':>9s}  pretrained weights from")
+    for name in BACKBONES:  # built one by one without weights: a minute for all of them on a CPU
+        print(describe(name), flush=True)
+    print("size: the default (ImageNet) side; ! the pretrained weights take no other; /N a multiple of N")
 
 
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "all": cmd_all, "cv": cmd_cv,
@@ -180,7 +203,8 @@ COMMANDS = {"train": cmd_train, "predict": cmd_predict, "all": cmd_all, "cv": cm
             "submit": cmd_submit, "kernel": cmd_kernel, "push": cmd_push, "kernels": cmd_kernels,
             "status": cmd_status, "collect": cmd_collect, "release": cmd_release, "publish": cmd_publish,
             "inference-kernel": cmd_inference_kernel, "submit-code": cmd_submit_code, "infer": cmd_infer,
-            "pseudo": cmd_pseudo, "bench": cmd_bench, "folds": cmd_folds, "spec": cmd_spec}
+            "pseudo": cmd_pseudo, "bench": cmd_bench, "backbones": cmd_backbones, "folds": cmd_folds,
+            "spec": cmd_spec}
 
 
 def main(argv=None):

@@ -287,7 +287,7 @@ def validate(spec):
             if value not in allowed:
                 raise KitError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
     for name in spec.backbones:
-        check_backbone(name)
+        check_member(spec, name, check_backbone(name))
     if spec.task not in METRICS[spec.metric].tasks:
         raise KitError(f"metric: {spec.metric} does not apply to a {spec.task} task")
     for key, low in (("n_folds", 2), ("batch_size", 1), ("limit_batches", 0), ("workers", 0),
@@ -311,8 +311,9 @@ def validate(spec):
             raise KitError(f"{key}: {getattr(spec, key)} is not in [0, 1)")
     if not set(spec.tta) <= {"hflip", "vflip"} or spec.tta_augment < 0:
         raise KitError(f"tta: {spec.tta} must list hflip and/or vflip; tta_augment >= 0")
-    if spec.weights not in (None, "imagenet") and not Path(spec.weights).is_file():
-        raise KitError(f"weights: no weights file at {spec.weights} (use imagenet, null or a path)")
+    if spec.weights not in (None, "imagenet") and not Path(spec.weights).exists():
+        raise KitError(f"weights: no weights file at {spec.weights} (use imagenet, null, a weights file "
+                       f"or a keras-hub preset folder)")
     try:
         if re.compile(spec.label_regex).groups < 1:
             raise KitError(f"label_regex: {spec.label_regex!r} needs a (group) around the label")
@@ -356,14 +357,31 @@ def member_spec(spec, name):
         raise KitError(f"{name}: a -pseudo member trains on pseudo-labels: make pseudo writes them, and the "
                        f"spec that names them")
     folds_seed = spec.seed if spec.folds_seed is None else spec.folds_seed
-    return v.backbone, dataclasses.replace(
+    trained = dataclasses.replace(
         spec, seed=spec.seed if v.seed is None else v.seed, image_size=v.image_size or spec.image_size,
         pseudo=spec.pseudo if v.pseudo else "", folds_seed=folds_seed)
+    check_member(trained, name, entry)
+    return v.backbone, trained
+
+
+def check_member(spec, name, entry):
+    """What fails on a backbone before any training: a top:K beyond its blocks, a size its
+    pretrained weights do not take."""
+    for p in spec.schedule:
+        if p.trainable.startswith("top:") and int(p.trainable[4:]) > len(entry.blocks):
+            raise KitError(f"schedule: phase {p.name}: {p.trainable} is beyond {name}'s {len(entry.blocks)} "
+                           f"blocks (top:1 to top:{len(entry.blocks)}, or all)")
+    size = image_size(spec, entry)
+    if entry.fixed and spec.weights is not None and size != entry.size:
+        raise KitError(f"{name}: its pretrained weights take {entry.size}px images only, not {size}px "
+                       f"(image_size: {entry.size}, or weights: null to train from scratch)")
 
 
 def image_size(spec, entry):
-    """The spec's size (or the backbone's own), never below the backbone's minimum."""
-    return max(spec.image_size or entry.size, entry.min_size)
+    """The spec's size (or the backbone's own), never below the backbone's minimum, rounded up to
+    a multiple of its step (a transformer's patch)."""
+    size = max(spec.image_size or entry.size, entry.min_size)
+    return -(-size // entry.step) * entry.step
 
 
 def check_fold(spec, fold):

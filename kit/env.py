@@ -88,7 +88,10 @@ def keras_caches():
 
 def resolve_weights(weights, entry):
     """`imagenet` as Keras takes it when its file is in the cache (Keras then needs no network),
-    else the path of a copy attached under /kaggle/input, else `imagenet` (Keras downloads it)."""
+    else the path of a copy attached under /kaggle/input, else `imagenet` (Keras downloads it).
+    A keras-hub backbone's: the folder of its preset, attached or in kagglehub's cache."""
+    if weights == "imagenet" and entry.hub:
+        return _preset_folder(entry) or weights
     if weights != "imagenet" or any((c / entry.weights_file).is_file() for c in keras_caches()):
         return weights
     try:
@@ -98,10 +101,30 @@ def resolve_weights(weights, entry):
     return str(folder / entry.weights_file)
 
 
+def _preset_folder(entry):
+    """A keras-hub preset's folder: attached as a Kaggle Model (/kaggle/input/.../<variation>/
+    <version>/config.json), or downloaded before into kagglehub's cache."""
+    variation = entry.preset.split("/")[-2]
+    try:
+        return str(search_inputs(lambda folder, files: "config.json" in files and variation in
+                                 (folder.name, folder.parent.name), variation, "", depth=6))
+    except KitError:
+        cache = Path(os.environ.get("KAGGLEHUB_CACHE") or Path.home() / ".cache" / "kagglehub")
+        found = sorted(cache.glob(f"models/*/*/*/{variation}/*/config.json"))
+        return str(found[-1].parent) if found else None
+
+
 def missing_weights(backbone, entry, reason):
     """The error when Keras could not download the weights (no internet)."""
+    first = reason.strip().splitlines()[0].rstrip("\"')") if reason.strip() else "no network?"
+    why = first if len(first) <= 80 else "..." + first[-80:].split(" ", 1)[-1]  # the innermost cause
+    if entry.hub:
+        model = entry.preset.removeprefix("kaggle://")
+        return (f"{backbone}: no pretrained weights: the Kaggle Model {model} is not under "
+                f"{kaggle_root() / 'input'} nor in kagglehub's cache, and downloading it failed ({why}). "
+                f"Attach it to the kernel (make kernel lists it as a model source), or set weights: <its "
+                f"preset folder>")
     caches = " or ".join(str(c) for c in keras_caches())
-    why = reason.splitlines()[0][-80:]
     return (f"{backbone}: no ImageNet weights: {entry.weights_file} is not in the Keras cache ({caches}) "
             f"nor under {kaggle_root() / 'input'}, and downloading it failed ({why}). "
             f"Attach a dataset holding it (e.g. the public keras-pretrained-models; spec key "

@@ -10,11 +10,11 @@ import json
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from kit import KitError
 from kit.augment import Augmenter, serialized
+from kit.base import load_model
 from kit.cache import test_images
 from kit.data import load_test
 from kit.ensemble import apply
@@ -53,7 +53,7 @@ def infer(folder, out, overrides=None, slug=None, log=print):
             images[size] = test_images(spec, test, size)
         start = time.perf_counter()
         with released():  # one model in memory at a time
-            model = keras.saving.load_model(release.folder / run["file"])
+            model = load_model(release.folder / run["file"])
             p = predict(model, images[size], np.arange(len(test)), spec.batch_size, seen, spec.workers)
             del model
         predictions.setdefault(name, []).append(from_columns(spec.task, p))

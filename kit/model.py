@@ -12,9 +12,8 @@ import keras
 import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops  # the gradient registry is not public
 
-from kit import KitError
 from kit.backbones import BACKBONES
-from kit.env import missing_weights
+from kit.base import build_base
 
 
 @keras.saving.register_keras_serializable(package="kit")
@@ -63,52 +62,23 @@ class InferenceMode(keras.layers.Layer):
 
 
 def build_model(backbone, task, n_classes, size, weights, dropout):
-    """(model, base). The base starts frozen; `set_trainable` opens it phase by phase."""
+    """(model, base). The base starts frozen; `base.set_trainable` opens it phase by phase."""
     entry = BACKBONES[backbone]
     inputs = keras.Input((size, size, 3), name="image")
     x = Preprocess(entry.preprocess, dtype="float32", name="preprocess")(inputs)
-    try:
-        base = getattr(keras.applications, entry.constructor)(
-            include_top=False, weights=weights, input_shape=(size, size, 3))
-    except ValueError as e:  # e.g. a weights file made for another architecture
-        first = str(e).splitlines()[0]
-        raise KitError(f"{backbone}: cannot build with weights={weights!r}: {first}") from None
-    except Exception as e:  # keras.utils.get_file: "URL fetch failure on ..." (no internet)
-        if weights == "imagenet" and "fetch failure" in str(e):
-            raise KitError(missing_weights(backbone, entry, str(e))) from None
-        raise
+    base = build_base(backbone, size, weights)
     base.trainable = False
     # BatchNorm stays in inference mode for good, even once its block is unfrozen: the moving
     # statistics of the pretrained base never move.
     x = InferenceMode(base, name="base")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    pool = keras.layers.GlobalAveragePooling1D if entry.tokens else keras.layers.GlobalAveragePooling2D
+    x = pool(name="pool")(x)  # a transformer's tokens, or a feature map
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = 1 if task == "binary" else n_classes
     activation = "softmax" if task == "multiclass" else "sigmoid"
     # The head computes in float32 under mixed precision: probabilities need the range.
     outputs = keras.layers.Dense(outputs, activation=activation, dtype="float32", name="head")(x)
     return keras.Model(inputs, outputs, name=f"{backbone}_kit"), base
-
-
-def trainable_layers(base, blocks, trainable):
-    """The layers of the base that a phase trains: none, the last K registry blocks, or all."""
-    if trainable == "none":
-        return []
-    if trainable == "all":
-        return list(base.layers)
-    k = int(trainable.split(":")[1])
-    if k > len(blocks):
-        raise KitError(f"trainable {trainable}: {base.name} has {len(blocks)} blocks")
-    start = next(i for i, layer in enumerate(base.layers) if layer.name.startswith(blocks[-k]))
-    return base.layers[start:]
-
-
-def set_trainable(base, blocks, trainable):
-    """Freeze the base except what the phase trains. The model must be compiled afterwards."""
-    opened = {id(layer) for layer in trainable_layers(base, blocks, trainable)}
-    base.trainable = bool(opened)
-    for layer in base.layers:
-        layer.trainable = id(layer) in opened
 
 
 def accuracy_name(task):

@@ -1,10 +1,10 @@
 """Predictions of a trained fold: OOF for its validation images, test for every test image,
 each averaged over the spec's test-time views (the image, flips, seeded augmentations)."""
-import keras
 import numpy as np
 
 from kit import KitError
 from kit.augment import TTA_EPOCH, Augmenter, augmented_views, serialized
+from kit.base import load_model
 from kit.config import check_fold, member_spec
 from kit.folds import load_fold
 from kit.inputs import eval_batches
@@ -53,7 +53,7 @@ def predict_fold(spec, member, fold):
     if not run.model.is_file():
         raise KitError(f"no trained model at {run.model}: train the fold first")
     f = load_fold(spec, backbone, fold)
-    model = keras.saving.load_model(run.model)
+    model = load_model(run.model)
     value = write_predictions(spec, model, f, spec.batch_size, Augmenter(serialized(spec.augment)), run)
     print(f"{run.path}: predicted with {len(views(spec, None))} view(s); "
           f"fold {fold} {spec.metric}: {value:.5f}")

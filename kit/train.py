@@ -16,6 +16,7 @@ from tensorflow.python.framework import config as tf_config  # disable_op_determ
 from kit import KitError
 from kit.augment import Augmenter, serialized
 from kit.backbones import BACKBONES
+from kit.base import set_trainable
 from kit.callbacks import Tracker, Validation, history_columns, phase_callbacks
 from kit.checkpoint import Checkpoint, RunState
 from kit.config import Spec, check_backbone, check_fold, dump, image_size, member_spec
@@ -26,15 +27,7 @@ from kit.files import atomic_path, write_csv, write_text
 from kit.folds import Fold, load_fold, load_folds
 from kit.inputs import eval_batches, feature_stream, on_device, train_stream
 from kit.metrics import spec_score
-from kit.model import (
-    Device,
-    build_model,
-    compile_model,
-    releasing,
-    set_trainable,
-    setup_device,
-    trainable_layers,
-)
+from kit.model import Device, build_model, compile_model, releasing, setup_device
 from kit.plots import plot_curves
 from kit.predict import write_predictions
 from kit.runs import Run, run_of, variant
@@ -243,8 +236,6 @@ def _build(spec, backbone, entry, f, log):
             model, base = build_model(backbone, spec.task, len(f.data.classes), f.size, weights, spec.dropout)
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    for phase in spec.schedule:  # a top:K beyond the backbone's blocks fails now, not hours in
-        trainable_layers(base, entry.blocks, phase.trainable)
     replicas = device.strategy.num_replicas_in_sync
     log(f"device: {device.accelerator}, {replicas} replica(s) ({type(device.strategy).__name__}), "
         f"batch {spec.batch_size} per device ({spec.batch_size * replicas} in all), {device.policy}, "

@@ -42,12 +42,27 @@ def test_default_schedule_finetunes_the_top_block_100x_lower(tmp_path):
     ({"label_regex": "cat"}, "needs a (group)"),
     ({"backbones": ["vgg16", "vgg16"]}, "backbones: vgg16 is listed twice"),
     ({"image_sizes": [4]}, "image_sizes: 4 is too small"),
+    ({"backbones": ["efficientnet_b0"]}, "unknown backbone 'efficientnet_b0' (did you mean 'efficientnetb0'"),
+    ({"backbones": ["swin_tiny"], "schedule": [{"name": "a", "trainable": "top:6"}]},
+     "phase a: top:6 is beyond swin_tiny's 5 blocks (top:1 to top:5, or all)"),
+    ({"backbones": ["vit_b16"], "weights": "imagenet", "image_size": 384},
+     "vit_b16: its pretrained weights take 224px images only, not 384px"),
 ])
 def test_bad_spec_fails_on_load_naming_the_key(tmp_path, keys, message):
     with pytest.raises(KitError, match=None) as e:
         load_spec(str(spec_file(tmp_path, **keys)))
     assert message in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_image_size_is_rounded_up_to_the_backbones_patches_never_below_its_minimum(tmp_path):
+    from kit.backbones import BACKBONES
+    from kit.config import image_size
+
+    spec = load_spec(str(spec_file(tmp_path, image_size=100)))
+    assert [image_size(spec, BACKBONES[n]) for n in ("vgg16", "dinov2_small", "vit_b16", "swin_tiny")] == [
+        100, 112, 112, 224]
+    assert image_size(load_spec(str(spec_file(tmp_path, image_size=None))), BACKBONES["efficientnetb3"]) == 300
 
 
 def test_unknown_competition_lists_the_known_ones():

@@ -84,6 +84,49 @@ def test_offline_without_weights_is_one_clear_line_saying_what_to_attach(fake_ka
     assert str(fake_kaggle / "input") in line and len(line.splitlines()) == 1
 
 
+def test_a_keras_hub_preset_comes_from_an_attached_kaggle_model_or_kagglehubs_cache(fake_kaggle, tmp_path,
+                                                                                   monkeypatch):
+    entry = BACKBONES["dinov2_small"]
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kagglehub"))
+    assert resolve_weights("imagenet", entry) == "imagenet"  # nowhere: keras-hub downloads it
+    cached = tmp_path / "kagglehub" / "models" / "keras" / "dinov2" / "keras" / "dinov2_small" / "1"
+    cached.mkdir(parents=True)
+    (cached / "config.json").write_text("{}")
+    assert resolve_weights("imagenet", entry) == str(cached)
+    for attached in (fake_kaggle / "input" / "dinov2" / "keras" / "dinov2_small" / "1",
+                     fake_kaggle / "input" / "models" / "keras" / "dinov2" / "keras" / "dinov2_small" / "1"):
+        attached.mkdir(parents=True)
+        (attached / "config.json").write_text("{}")
+        assert resolve_weights("imagenet", entry) == str(attached)
+        shutil.rmtree(attached)
+    other = fake_kaggle / "input" / "dinov2" / "keras" / "dinov2_base" / "1"  # another variation
+    other.mkdir(parents=True)
+    (other / "config.json").write_text("{}")
+    assert resolve_weights("imagenet", entry) == str(cached)
+
+
+def test_offline_without_a_keras_hub_preset_names_the_kaggle_model_to_attach(fake_kaggle, tmp_path):
+    spec = spec_file(tmp_path, data_dir="", runs_dir="runs", weights="imagenet", image_size=224)
+    result = subprocess.run([sys.executable, "-m", "kit", "train", f"competition={spec}", "backbone=dinov2_small"],
+                            cwd=fake_kaggle / "working", env={**kernel_env(fake_kaggle, tmp_path), "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = result.stderr.strip()
+    assert line.startswith("error: dinov2_small: no pretrained weights: the Kaggle Model "
+                           "keras/dinov2/keras/dinov2_small/1 is not under") and "Attach it" in line
+    assert len(line.splitlines()) == 1
+
+
+def test_a_keras_hub_kernel_attaches_its_kaggle_model(tmp_path):
+    write_competition(tmp_path / "data")
+    meta = json.loads((build_bundle(load_spec(str(spec_file(tmp_path, weights="imagenet", image_size=224))),
+                                    "dinov2_small", 0, "tester") / "kernel-metadata.json").read_text())
+    assert meta["model_sources"] == ["keras/dinov2/keras/dinov2_small/1"] and meta["dataset_sources"] == []
+    scratch = json.loads((build_bundle(load_spec(str(spec_file(tmp_path, weights=None))), "dinov2_small", 0,
+                                       "tester") / "kernel-metadata.json").read_text())
+    assert scratch["model_sources"] == []  # random init: nothing to attach
+
+
 def test_kaggle_user_for_the_kernel_id(tmp_path, monkeypatch):
     monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
