@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 .PHONY: train demo all predict cv ensemble validate download submit kernel push kernels status collect \
-	release publish inference-kernel submit-code infer pseudo bench backbones folds spec test test-fast lint install help
+	release publish inference-kernel submit-code infer pseudo bench backbones lr-find folds spec test test-fast lint install help
 
 train: $(VENV)/.installed ## train one fold of one backbone: make fold=0 backbone=xception [competition=demo]
 	$(PY) -m kit train $(ARGS)
@@ -83,6 +83,9 @@ infer: $(VENV)/.installed ## what the inference kernel does, here: the release o
 bench: $(VENV)/.installed ## speed and memory against the kit's targets: table + runs/bench/bench.csv [quick=1] [backbones=1]
 	$(PY) -m kit bench $(ARGS)
 
+lr-find: $(VENV)/.installed ## a phase's learning rate by a sweep (fold 0): make lr-find phase=finetune [backbone=...]
+	$(PY) -m kit lr-find $(ARGS)
+
 backbones: $(VENV)/.installed ## the registered backbones: sizes, top:K blocks, parameters, where their weights come from
 	$(PY) -m kit backbones $(ARGS)
 
@@ -93,7 +96,7 @@ spec: $(VENV)/.installed ## print the resolved spec with overrides applied
 	$(PY) -m kit spec $(ARGS)
 
 test: $(VENV)/.installed ## every test, slow ones included (a few minutes on 2 CPU cores): make test [k=<name part>]
-	$(PY) -m pytest -q $(if $(k),-k '$(k)')
+	$(PY) -m pytest -q --durations=15 $(if $(k),-k '$(k)')
 
 test-fast: $(VENV)/.installed ## the tests that train no model beyond a step (under 2 minutes): for your loop
 	$(PY) -m pytest -q -m 'not slow' $(if $(k),-k '$(k)')

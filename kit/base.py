@@ -11,10 +11,12 @@ from kit import KitError
 from kit.backbones import BACKBONES
 from kit.env import missing_weights
 
-# Two harmless warnings of keras-hub backbones, printed on every call otherwise: their input is
-# named (a dict of one) where the kit passes a tensor; Swin's attention ignores a mask it is given.
-warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match", category=UserWarning)
-warnings.filterwarnings("ignore", message="Layer 'attn' .* does not support masking", category=UserWarning)
+# Harmless warnings of keras-hub backbones, printed on every call otherwise: their input is named
+# (a dict of one) where the kit passes a tensor; Swin's attention ignores a mask it is given;
+# DINOv2's mask token (for masked pre-training) gets no gradient when fine-tuned.
+for message in ("The structure of `inputs` doesn't match", "Layer 'attn' .* does not support masking",
+                "Gradients do not exist for variables .*mask_token"):
+    warnings.filterwarnings("ignore", message=message, category=UserWarning)
 
 
 def build_base(backbone, size, weights):
@@ -99,15 +101,33 @@ def set_trainable(base, blocks, trainable):
         _open(layer, opened)
 
 
+def block_factors(base, blocks, trainable, lr_mult):
+    """{variable path: lr_mult ** d} of the opened weights, d the distance of the variable's block
+    from the top block (0 for the top one; the layers below the first block count as one more)."""
+    if lr_mult == 1 or trainable == "none":
+        return {}
+    n = len(blocks) if trainable == "all" else int(trainable.split(":")[1])
+    factors = {}
+    for k in range(1, n + 1):  # top:k opens block k's layers and those above, already counted
+        for layer in trainable_layers(base, blocks, f"top:{k}"):
+            for variable in layer.weights:
+                factors.setdefault(variable.path, lr_mult ** (k - 1))
+    if trainable == "all":
+        for variable in base.weights:
+            factors.setdefault(variable.path, lr_mult ** n)
+    return factors
+
+
 def _open(layer, opened):
-    """Train `layer` if opened; a container, only the sublayers opened inside it."""
-    if id(layer) in opened or not _children(layer):
-        layer.trainable = id(layer) in opened
-        return
-    inside = [child for child in _children(layer) if _holds(child, opened)]
-    layer.trainable = bool(inside)  # a container's trainable flag sets all of its sublayers' ...
-    for child in _children(layer):
-        _open(child, opened)  # ... which are then set one by one
+    """Train `layer` and all inside it if opened; a container, only the sublayers opened inside
+    it. Every flag is set explicitly: a container's flag does not reach sublayers that an earlier
+    phase set one by one (a transformer's blocks after top:K)."""
+    inside = _children(layer)
+    if id(layer) in opened:
+        opened = opened | {id(child) for child in inside}
+    layer.trainable = _holds(layer, opened)
+    for child in inside:
+        _open(child, opened)
 
 
 def _holds(layer, opened):

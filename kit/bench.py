@@ -10,6 +10,8 @@
                  (and with the default augmentation, which on a CPU shares the cores with the
                  model: reported, no target)
     head         the default head-only phase (20 epochs) on cached features vs end to end  >= 5x
+    options      an epoch (top:2) with each training option (focal, smoothing, ema, accumulate,
+                 lr_mult, mixup) against the plain one
     tta          prediction with 5 test-time views, images/s
     scaling      one fold at 1x, 4x and 16x the images, each in a fresh process: peak memory
                  while the fold runs (16x <= 1.3x the 1x) and wall time (every point within
@@ -104,15 +106,41 @@ def _best(run, times):
     return min(seconds)
 
 
-def _model(size, trainable):
+def _model(size, trainable, objective=None, lr_mult=1.0, mix=None):
     from kit.backbones import BACKBONES
-    from kit.base import set_trainable
+    from kit.base import block_factors, set_trainable
     from kit.model import build_model, compile_model
 
-    model, base = build_model("resnet50", "binary", 2, size, None, 0.3)
+    model, base = build_model("resnet50", "binary", 2, size, None, 0.3, mix)
     set_trainable(base, BACKBONES["resnet50"].blocks, trainable)
-    compile_model(model, "binary", 1e-4, False)
+    if objective and lr_mult != 1:
+        objective.lr_factors = block_factors(base, BACKBONES["resnet50"].blocks, trainable, lr_mult)
+    compile_model(model, "binary", 1e-4, False, objective=objective)
     return model
+
+
+def bench_options(fold, batch, rounds):
+    """{option: seconds per epoch} of the kit's stream training top:2 with each training option
+    (the fastest epoch after an untimed first), beside the plain one."""
+    from kit.callbacks import AverageWeights
+    from kit.inputs import train_stream
+    from kit.model import Objective
+
+    options = {"plain": {}, "loss: focal": {"loss": "focal"}, "ema: 0.999": {"ema": 0.999},
+               "label_smoothing: 0.1": {"label_smoothing": 0.1}, "accumulate: 2": {"accumulate": 2},
+               "lr_mult: 0.5": {}, "mixup: 0.2": {"mixing": True}}
+    seconds = {}
+    for name, keys in options.items():
+        lr_mult = 0.5 if name.startswith("lr_mult") else 1.0
+        mix = ("mixup", 0.2, 0) if name.startswith("mixup") else None
+        model, timer = _model(fold.size, "top:2", Objective(**keys), lr_mult, mix), Timer()
+        for epoch in range(rounds + 1):
+            stream, steps = train_stream(fold.images, fold.train_idx, fold.y[fold.train_idx], None, 0,
+                                         (epoch, epoch + 1), batch)
+            model.fit(stream, steps_per_epoch=steps, initial_epoch=epoch, epochs=epoch + 1, shuffle=False,
+                      verbose=0, callbacks=[*([AverageWeights()] if "ema" in keys else []), timer])
+        seconds[name] = min(timer.seconds[1:])
+    return seconds
 
 
 def bench_overhead(fold, augment, batch, rounds=3):
@@ -316,7 +344,9 @@ def run(quick=False, backbones=()):
         print(f"{name:48s} {value:10.3f} {unit:10s} {target or '':12s} {rows[-1]['pass']}", flush=True)
 
     side = 224 if backbones or not quick else 112
-    for name, at, rate in bench_backbones(backbones or COMPARED, side, 8 if quick else 16, 1 if quick else 3):
+    quick_ones = ("efficientnetb0", "dinov2_small", "swin_tiny")  # one of each kind of base
+    chosen = backbones or (quick_ones if quick else COMPARED)
+    for name, at, rate in bench_backbones(chosen, side, 8 if quick else 16, 1 if quick else 3):
         row(f"frozen base forward pass: {name} at {at}px", rate, "images/s")
     if backbones:
         return _save(rows)
@@ -347,6 +377,8 @@ def run(quick=False, backbones=()):
     row("head phase: end to end", end_to_end, "s")
     row("head phase: cached features (incl. extraction)", cached, "s")
     row("head phase: speed-up", end_to_end / cached, "x", ">= 5", end_to_end / cached >= 5)
+    for name, seconds in (options := bench_options(small, batch, 1 if quick else 3)).items():
+        row(f"training option {name}: epoch / plain", seconds / options["plain"], "x")
     rate, n_views = bench_tta(small, augment, batch)
     row(f"prediction with {n_views} TTA views", rate, "images/s")
     scaled = bench_scaling(base, times=1 if quick else 3)

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from kit import KitError
 from kit.backbones import BACKBONES
-from kit.config import check_fold, dump, member_spec
+from kit.config import check_fold, dump
 from kit.data import load_data
 from kit.files import write_text
 from kit.folds import load_folds
+from kit.members import member_spec
 from kit.release import load_release, release_dir
 from kit.runs import folds_file, kernels_dir
 

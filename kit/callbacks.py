@@ -103,6 +103,28 @@ class Tracker(keras.callbacks.Callback):
             s.plateau_wait = 0
 
 
+class AverageWeights(keras.callbacks.Callback):
+    """`ema`: each epoch is validated, kept as the best and checkpointed with the moving average
+    of the weights. It swaps places with the weights at the end of the epoch (before the other
+    callbacks) and swaps back when the next begins; a checkpoint is always taken swapped, so a
+    resumed run swaps back too."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = self.model.optimizer  # before its first step, the average holds nothing yet
+        if optimizer.built and int(keras.ops.convert_to_numpy(optimizer.iterations)):
+            self._swap()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._swap()
+
+    def _swap(self):
+        optimizer = self.model.optimizer
+        for weight, average in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
+            raw = keras.ops.convert_to_numpy(weight)
+            weight.assign(average)
+            average.assign(raw)
+
+
 def phase_callbacks(phase, start):
     """The learning rate of one phase (epochs count from the phase's start; plateau decay is the
     Tracker's), and a stop as soon as the loss turns NaN (the best weights so far are put back)."""

@@ -33,13 +33,16 @@ class RunState:
     plateau_best: float = math.inf  # decay: plateau: the val_loss to beat by 1e-4 ...
     plateau_wait: int = 0  # ... and the epochs it has not been
     stopped: bool = False  # the phase ended early (patience, or a NaN loss)
+    round: int = 0  # progressive phase: the blocks open in the round under way ...
+    round_best: float = math.inf  # ... and the best val_loss before it, which it must beat
     rows: list = dataclasses.field(default_factory=list)  # history.csv
     model_file: str = ""  # checkpoint file of the model and optimizer after `epoch`
     best_file: str = ""  # checkpoint file holding the weights with the `best` val_loss
 
-    def start_phase(self, index):
+    def start_phase(self, index, round=0):
         self.phase, self.phase_start, self.phase_best, self.wait = index, self.epoch, math.inf, 0
         self.plateau_best, self.plateau_wait, self.stopped, self.model_file = math.inf, 0, False, ""
+        self.round, self.round_best = round, self.best
 
     def phase_done(self, phase):
         return self.stopped or self.epoch >= self.phase_start + phase.epochs

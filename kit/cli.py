@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kit import KitError
 from kit.backbones import BACKBONES, COMPARED
-from kit.config import check_backbone
+from kit.checks import check_backbone
 from kit.kaggle_commands import (
     cmd_collect,
     cmd_download,
@@ -25,6 +25,7 @@ from kit.kaggle_commands import (
     cmd_submit,
     cmd_submit_code,
 )
+from kit.members import check_members
 from kit.options import flag, fold_args, pairs, spec_of, start_tensorflow, submission_file
 
 USAGE = """usage: python -m kit <command> [key=value ...]     (competition=demo unless given)
@@ -53,6 +54,7 @@ commands:
   bench     speed and memory against the kit's targets; runs/bench/bench.csv   quick=0
             backbones=1|<names>: only a frozen-base forward pass of each, images/s at 224 px
   backbones the registered backbones: sizes, top:K blocks, parameters, where weights come from
+  lr-find   a phase's learning rate by a sweep: runs/<slug>/<member>/lr-find-<phase>.png   phase= steps=200
   folds     make runs/<slug>/folds.csv
   spec      print the resolved spec
 
@@ -87,6 +89,7 @@ def cmd_all(options):
     from kit.submission import ensemble_submission
     from kit.train import run_fold
 
+    check_members(spec)  # a schedule or size one member cannot take fails now, not hours in
     for member in (v.name for v in variants(spec)):
         for fold in range(spec.n_folds):
             try:  # each run's models and graphs are released when it returns: memory stays flat
@@ -186,6 +189,19 @@ def cmd_bench(options):
     run(quick, chosen)
 
 
+def cmd_lr_find(options):
+    phase, steps = options.pop("phase", ""), options.pop("steps", "200")
+    spec, member, _ = fold_args(options)
+    if not phase:
+        raise KitError(f"lr-find needs phase=<name> (phases: {', '.join(p.name for p in spec.schedule)})")
+    if not steps.isdigit() or int(steps) < 10:
+        raise KitError(f"steps: {steps} must be a number of batches, 10 at least")
+    start_tensorflow()
+    from kit.lrfind import lr_find
+
+    lr_find(spec, member, phase, int(steps))
+
+
 def cmd_backbones(options):
     if options:
         raise KitError(f"backbones takes no options, not {', '.join(options)}")
@@ -203,8 +219,8 @@ COMMANDS = {"train": cmd_train, "predict": cmd_predict, "all": cmd_all, "cv": cm
             "submit": cmd_submit, "kernel": cmd_kernel, "push": cmd_push, "kernels": cmd_kernels,
             "status": cmd_status, "collect": cmd_collect, "release": cmd_release, "publish": cmd_publish,
             "inference-kernel": cmd_inference_kernel, "submit-code": cmd_submit_code, "infer": cmd_infer,
-            "pseudo": cmd_pseudo, "bench": cmd_bench, "backbones": cmd_backbones, "folds": cmd_folds,
-            "spec": cmd_spec}
+            "pseudo": cmd_pseudo, "bench": cmd_bench, "backbones": cmd_backbones, "lr-find": cmd_lr_find,
+            "folds": cmd_folds, "spec": cmd_spec}
 
 
 def main(argv=None):

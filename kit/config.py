@@ -7,8 +7,6 @@ with one line naming the key. The resolved spec is saved in every run folder.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,12 +15,8 @@ from pathlib import Path
 import yaml
 
 from kit import KitError
-from kit.augment import serialized
-from kit.backbones import BACKBONES
+from kit.checks import suggest, validate
 from kit.env import kernel_paths
-from kit.metrics import METRICS
-from kit.postprocess import check as check_postprocess
-from kit.runs import variant
 
 SPEC_DIRS = (Path("competitions"), Path(__file__).resolve().parent.parent / "competitions")
 
@@ -33,11 +27,15 @@ class Phase:
 
     name: str
     trainable: str = "none"  # what of the base trains: none | top:K (last K registry blocks) | all
+    # | progressive: top:1, top:2, ... one round each, until a round does not beat the best val_loss
     epochs: int = 10  # at most: the phase ends early when val_loss stops improving
     lr: float = 1e-3
     warmup: int = 0  # epochs of linear warm-up to `lr` at the start of the phase
     decay: str = "constant"  # constant | cosine (to 0 over the phase) | plateau (x0.2 when stuck)
     patience: int = 3  # epochs without a better val_loss before the phase stops; 0 = never early
+    max_blocks: int = 0  # progressive: the most blocks it opens (0: all of the backbone's)
+    round_lr: float = 1.0  # progressive: each round's learning rate, times the previous round's
+    lr_mult: float = 1.0  # layer-wise rates: a block's is lr x lr_mult^(its distance from the top block)
 
 
 def _default_schedule():
@@ -103,6 +101,14 @@ class Spec:
     tta_augment: int = 0  # and this many randomly augmented copies (the training pipeline)
     schedule: list[Phase] = field(default_factory=_default_schedule)
     limit_batches: int = 0  # train on at most this many batches per epoch (smoke tests); 0 = all
+    # What winners add (all off by default). Validation, early stopping and OOF stay plain log loss.
+    loss: str = "crossentropy"  # crossentropy | focal (down-weights the easy examples: imbalance)
+    label_smoothing: float = 0.0  # training targets pulled this far toward uniform
+    class_weight: str = "none"  # none | balanced: each class weighted n / (classes x its count)
+    ema: float = 0.0  # momentum of an average of the weights (e.g. 0.999): validated, kept and saved
+    accumulate: int = 1  # gradient accumulation: one optimizer step every this many batches
+    mixup: float = 0.0  # MixUp's alpha: each training batch blended with itself shuffled (0: off) ...
+    cutmix: float = 0.0  # ... or CutMix's: a box of another image pasted in, labels mixed by area
     workers: int = 0  # parallel image decoders; 0 = tf.data's autotune
     # Speed: what is computed once and kept.
     image_cache: str = "auto"  # decoded, resized images: auto (memory up to cache_mb, else disk),
@@ -126,22 +132,6 @@ class Spec:
     def runs_path(self):
         """runs/<slug>: what is under it is kit/runs.py's."""
         return Path(self.runs_dir) / self.slug
-
-
-CHOICES = {
-    "source": ("kaggle", "synthetic"),
-    "layout": ("csv", "folders", "filename"),
-    "test_ids": ("sample_submission", "folder"),
-    "task": ("binary", "multiclass", "multilabel"),
-    "metric": tuple(METRICS),
-    "mixed_precision": ("auto", "off", "float16", "bfloat16"),
-    "jit_compile": ("auto", "on", "off"),
-    "strategy": ("auto", "default", "mirrored"),
-    "decay": ("constant", "cosine", "plateau"),
-    "submission": ("auto", "probability", "label", "per_class", "labels"),
-    "image_cache": ("auto", "memory", "disk", "off"),
-    "postprocess": ("auto", "on", "off"),
-}
 
 
 def find_spec(competition):
@@ -194,29 +184,24 @@ def override(spec, key, text):
     hints = typing.get_type_hints(Spec)
     if key in hints:
         return dataclasses.replace(spec, **{key: _coerce(_parse(text, hints[key]), hints[key], key)})
-    field_name, _, phase_name = key.partition("_")
     phase_hints = typing.get_type_hints(Phase)
     names = [p.name for p in spec.schedule]
-    if field_name in phase_hints and field_name != "name" and phase_name in names:
+    keys = {f"{f}_{n}": (f, n) for n in names for f in phase_hints if f != "name"}  # fields hold "_" too
+    if key in keys:
+        field_name, phase_name = keys[key]
         hint = phase_hints[field_name]
         value = _coerce(_parse(text, hint), hint, key)
         schedule = [dataclasses.replace(p, **{field_name: value}) if p.name == phase_name else p
                     for p in spec.schedule]
         return dataclasses.replace(spec, schedule=schedule)
-    keys = list(hints) + [f"{f}_{n}" for n in names for f in phase_hints if f != "name"]
-    raise KitError(f"unknown key {key!r}{_suggest(key, keys)}")
-
-
-def _suggest(key, known):
-    close = difflib.get_close_matches(key, known, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    raise KitError(f"unknown key {key!r}{suggest(key, list(hints) + list(keys))}")
 
 
 def _build(cls, raw, where):
     hints = typing.get_type_hints(cls)
     unknown = [k for k in raw if k not in hints]
     if unknown:
-        raise KitError(f"{where}: unknown key {unknown[0]!r}{_suggest(str(unknown[0]), list(hints))}")
+        raise KitError(f"{where}: unknown key {unknown[0]!r}{suggest(str(unknown[0]), list(hints))}")
     missing = [f.name for f in dataclasses.fields(cls)
                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
                and f.name not in raw]
@@ -277,111 +262,6 @@ def _coerce(value, hint, where):
 
 def _name(hint):
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def validate(spec):
-    """Checks that need more than a type: choices, ranges, names that must exist."""
-    for key, allowed in CHOICES.items():
-        values = [getattr(p, key) for p in spec.schedule] if key == "decay" else [getattr(spec, key)]
-        for value in values:
-            if value not in allowed:
-                raise KitError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
-    for name in spec.backbones:
-        check_member(spec, name, check_backbone(name))
-    if spec.task not in METRICS[spec.metric].tasks:
-        raise KitError(f"metric: {spec.metric} does not apply to a {spec.task} task")
-    for key, low in (("n_folds", 2), ("batch_size", 1), ("limit_batches", 0), ("workers", 0),
-                     ("feature_copies", 0), ("cache_mb", 0), ("min_labels", 0), ("max_labels", 0)):
-        if getattr(spec, key) < low:
-            raise KitError(f"{key}: {getattr(spec, key)} is below {low}")
-    for key, size in [("image_size", spec.image_size), *(("image_sizes", s) for s in spec.image_sizes)]:
-        if size is not None and size < 8:
-            raise KitError(f"{key}: {size} is too small (8 at least; each backbone has its own minimum)")
-    for key in ("backbones", "seeds", "image_sizes"):
-        values = getattr(spec, key)
-        if len(set(values)) != len(values):
-            twice = next(v for v in values if values.count(v) > 1)
-            raise KitError(f"{key}: {twice} is listed twice")
-    if spec.pseudo and not Path(spec.pseudo).is_file():
-        raise KitError(f"pseudo: no pseudo-labels at {spec.pseudo} (make pseudo writes them)")
-    if not 0.5 <= spec.pseudo_threshold < 1:
-        raise KitError(f"pseudo_threshold: {spec.pseudo_threshold} is not in [0.5, 1)")
-    for key in ("dropout", "threshold", "clip"):
-        if not 0 <= getattr(spec, key) < 1:
-            raise KitError(f"{key}: {getattr(spec, key)} is not in [0, 1)")
-    if not set(spec.tta) <= {"hflip", "vflip"} or spec.tta_augment < 0:
-        raise KitError(f"tta: {spec.tta} must list hflip and/or vflip; tta_augment >= 0")
-    if spec.weights not in (None, "imagenet") and not Path(spec.weights).exists():
-        raise KitError(f"weights: no weights file at {spec.weights} (use imagenet, null, a weights file "
-                       f"or a keras-hub preset folder)")
-    try:
-        if re.compile(spec.label_regex).groups < 1:
-            raise KitError(f"label_regex: {spec.label_regex!r} needs a (group) around the label")
-    except re.error as e:
-        raise KitError(f"label_regex: {spec.label_regex!r} is not a regular expression ({e})") from None
-    if spec.max_labels and spec.max_labels < spec.min_labels:
-        raise KitError(f"max_labels: {spec.max_labels} is below min_labels {spec.min_labels}")
-    check_postprocess(spec)
-    _validate_schedule(spec.schedule)
-    serialized(spec.augment)
-
-
-def _validate_schedule(schedule):
-    if not schedule:
-        raise KitError("schedule: needs at least one phase")
-    names = [p.name for p in schedule]
-    if len(set(names)) != len(names):
-        raise KitError(f"schedule: phase names must differ, got {names}")
-    for p in schedule:
-        if not re.fullmatch(r"none|all|top:[1-9][0-9]*", p.trainable):
-            raise KitError(f"schedule: phase {p.name}: trainable {p.trainable!r} is not none, all or top:K")
-        if p.epochs < 0 or p.warmup < 0 or p.patience < 0 or p.lr <= 0:
-            raise KitError(f"schedule: phase {p.name}: epochs, warmup, patience >= 0 and lr > 0")
-
-
-def check_backbone(name):
-    if name not in BACKBONES:
-        raise KitError(f"unknown backbone {name!r}{_suggest(name, list(BACKBONES))} "
-                       f"(known: {', '.join(BACKBONES)})")
-    return BACKBONES[name]
-
-
-def member_spec(spec, name):
-    """(backbone, the spec it trains with) of a member (kit/runs.Variant): its seed, image size
-    and pseudo-labels; the folds stay the competition's."""
-    v = variant(name)
-    entry = check_backbone(v.backbone)
-    if v.image_size is not None and v.image_size < entry.min_size:
-        raise KitError(f"{name}: {v.image_size}px is below {v.backbone}'s minimum of {entry.min_size}px")
-    if v.pseudo and not spec.pseudo:
-        raise KitError(f"{name}: a -pseudo member trains on pseudo-labels: make pseudo writes them, and the "
-                       f"spec that names them")
-    folds_seed = spec.seed if spec.folds_seed is None else spec.folds_seed
-    trained = dataclasses.replace(
-        spec, seed=spec.seed if v.seed is None else v.seed, image_size=v.image_size or spec.image_size,
-        pseudo=spec.pseudo if v.pseudo else "", folds_seed=folds_seed)
-    check_member(trained, name, entry)
-    return v.backbone, trained
-
-
-def check_member(spec, name, entry):
-    """What fails on a backbone before any training: a top:K beyond its blocks, a size its
-    pretrained weights do not take."""
-    for p in spec.schedule:
-        if p.trainable.startswith("top:") and int(p.trainable[4:]) > len(entry.blocks):
-            raise KitError(f"schedule: phase {p.name}: {p.trainable} is beyond {name}'s {len(entry.blocks)} "
-                           f"blocks (top:1 to top:{len(entry.blocks)}, or all)")
-    size = image_size(spec, entry)
-    if entry.fixed and spec.weights is not None and size != entry.size:
-        raise KitError(f"{name}: its pretrained weights take {entry.size}px images only, not {size}px "
-                       f"(image_size: {entry.size}, or weights: null to train from scratch)")
-
-
-def image_size(spec, entry):
-    """The spec's size (or the backbone's own), never below the backbone's minimum, rounded up to
-    a multiple of its step (a transformer's patch)."""
-    size = max(spec.image_size or entry.size, entry.min_size)
-    return -(-size // entry.step) * entry.step
 
 
 def check_fold(spec, fold):

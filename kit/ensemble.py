@@ -16,7 +16,7 @@ import pandas as pd
 
 from kit import KitError, postprocess, stack
 from kit.metrics import METRICS, score_decisions, spec_score
-from kit.runs import probabilities, run_of, variants
+from kit.runs import probabilities, run_of, trained_members, variants
 
 METHODS = ("mean", "rank", "weighted", "stack")
 
@@ -59,8 +59,10 @@ def load_members(spec, data):
             oof_fold = np.concatenate([np.full(len(o), k) for k, o in zip(sorted(scores), oofs)])
             members.append(Member(name, sorted(scores), pd.concat(oofs), oof_fold, test, scores, [name]))
     if not members:
+        others = trained_members(spec)
+        hint = f"; finished runs of {', '.join(others)} are there: backbones=... names them" if others else ""
         raise KitError(f"no finished runs of {', '.join(names)} under {spec.runs_path}: train "
-                       f"some folds first (make fold=0 backbone={names[0]} competition={spec.slug})")
+                       f"some folds first (make fold=0 backbone={names[0]} competition={spec.slug}){hint}")
     return (_average_seeds(spec, members, labels_of(data)) if spec.average_seeds else members), missing
 
 

@@ -7,6 +7,7 @@ competitions run with the internet off. KIT_KAGGLE_ROOT stands in for /kaggle (t
 """
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 from kit import KitError
@@ -116,8 +117,9 @@ def _preset_folder(entry):
 
 def missing_weights(backbone, entry, reason):
     """The error when Keras could not download the weights (no internet)."""
-    first = reason.strip().splitlines()[0].rstrip("\"')") if reason.strip() else "no network?"
-    why = first if len(first) <= 80 else "..." + first[-80:].split(" ", 1)[-1]  # the innermost cause
+    first = reason.strip().splitlines()[0] if reason.strip() else "no network?"
+    errno = re.search(r"\[Errno [^\]]+\][^)\"']*", first)  # the innermost cause, e.g. no name resolution
+    why = errno[0].strip() if errno else first[:80]
     if entry.hub:
         model = entry.preset.removeprefix("kaggle://")
         return (f"{backbone}: no pretrained weights: the Kaggle Model {model} is not under "

@@ -16,9 +16,11 @@ from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, Stratified
 
 from kit import KitError
 from kit.cache import Images, Joined, competition_images
-from kit.config import check_backbone, check_fold, image_size
+from kit.checks import check_backbone
+from kit.config import check_fold
 from kit.data import Data, load_data
 from kit.files import locked, read_csv, write_csv
+from kit.members import image_size
 from kit.metrics import as_columns
 from kit.runs import folds_file
 

@@ -6,7 +6,7 @@ pooling -> dropout -> dense head (sigmoid for binary and multilabel, softmax for
 import functools
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import tensorflow as tf
@@ -61,8 +61,32 @@ class InferenceMode(keras.layers.Layer):
         return cls(**{**config, "base": keras.saving.deserialize_keras_object(config["base"])})
 
 
-def build_model(backbone, task, n_classes, size, weights, dropout):
-    """(model, base). The base starts frozen; `base.set_trainable` opens it phase by phase."""
+class Mixing(keras.Model):
+    """The model, whose training batches are mixed first (MixUp or CutMix, Keras' layers) in the
+    training step itself: on the device, never at validation or prediction. The mixing layer's
+    random state is one of the model's variables, so a resumed run mixes as an uninterrupted one."""
+
+    def __init__(self, inputs, outputs, mix, alpha, seed=None, **kwargs):
+        super().__init__(inputs, outputs, **kwargs)
+        self.mix, self.alpha = mix, alpha
+        self.mixer = (keras.layers.MixUp(alpha=alpha, seed=seed) if mix == "mixup"
+                      else keras.layers.CutMix(factor=alpha, seed=seed))
+
+    def get_config(self):
+        """The plain model's: what is saved is the model without its training-only mixing."""
+        return keras.Model(self.inputs, self.outputs, name=self.name).get_config()
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y = keras.ops.cast(y, "float32")
+        y = keras.ops.expand_dims(y, -1) if len(y.shape) == 1 else y  # binary: (n, 1) as the head
+        mixed = self.mixer({"images": keras.ops.cast(x, "float32"), "labels": y}, training=True)
+        return super().train_step((mixed["images"], mixed["labels"], sample_weight))
+
+
+def build_model(backbone, task, n_classes, size, weights, dropout, mix=None):
+    """(model, base). The base starts frozen; `base.set_trainable` opens it phase by phase.
+    `mix`: ("mixup" | "cutmix", alpha, seed) mixes the training batches (Mixing)."""
     entry = BACKBONES[backbone]
     inputs = keras.Input((size, size, 3), name="image")
     x = Preprocess(entry.preprocess, dtype="float32", name="preprocess")(inputs)
@@ -78,6 +102,8 @@ def build_model(backbone, task, n_classes, size, weights, dropout):
     activation = "softmax" if task == "multiclass" else "sigmoid"
     # The head computes in float32 under mixed precision: probabilities need the range.
     outputs = keras.layers.Dense(outputs, activation=activation, dtype="float32", name="head")(x)
+    if mix:
+        return Mixing(inputs, outputs, *mix, name=f"{backbone}_kit"), base
     return keras.Model(inputs, outputs, name=f"{backbone}_kit"), base
 
 
@@ -88,8 +114,8 @@ def accuracy_name(task):
 
 
 def loss_and_accuracy(task, from_logits=False):
-    """The loss the model trains on (of its probabilities, or of its head's logits), and the
-    accuracy reported beside it."""
+    """The plain loss (of its probabilities, or of its head's logits), and the accuracy reported
+    beside it: what validation and early stopping always use."""
     name = accuracy_name(task)
     if task == "multiclass":
         return (keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
@@ -97,12 +123,65 @@ def loss_and_accuracy(task, from_logits=False):
     return keras.losses.BinaryCrossentropy(from_logits=from_logits), keras.metrics.BinaryAccuracy(name=name)
 
 
-def compile_model(model, task, lr, jit_compile, optimizer=None):
+@dataclass
+class Objective:
+    """What training minimises and how the optimizer steps: the spec's training options."""
+
+    loss: str = "crossentropy"  # or focal
+    label_smoothing: float = 0.0
+    ema: float = 0.0  # momentum of the weights' moving average; 0: none
+    accumulate: int = 1  # batches per optimizer step
+    lr_factors: dict = field(default_factory=dict)  # variable path -> multiple of the phase's rate
+    mixing: bool = False  # MixUp or CutMix: targets are mixed
+
+    def one_hot(self, task):
+        """Multiclass targets as one-hot rows: Keras' smoothing and focal losses take no class ids,
+        and mixed targets are no class ids."""
+        return task == "multiclass" and (self.loss == "focal" or self.label_smoothing > 0 or self.mixing)
+
+
+def training_loss(task, objective):
+    """(loss, accuracy) that a phase trains with."""
+    if task == "multiclass" and not objective.one_hot(task):
+        return loss_and_accuracy(task)
+    focal = objective.loss == "focal"
+    smooth = {"label_smoothing": objective.label_smoothing}
+    if task == "multiclass":  # focal: (1 - p)^2 x cross-entropy as for binary (alpha: a scale Adam ignores)
+        loss = (keras.losses.CategoricalFocalCrossentropy(alpha=1.0, **smooth) if focal
+                else keras.losses.CategoricalCrossentropy(**smooth))
+        return loss, keras.metrics.CategoricalAccuracy(name=accuracy_name(task))
+    loss = keras.losses.BinaryFocalCrossentropy if focal else keras.losses.BinaryCrossentropy
+    return loss(**smooth), keras.metrics.BinaryAccuracy(name=accuracy_name(task))
+
+
+class LayerwiseAdam(keras.optimizers.Adam):
+    """Adam with a learning rate per variable: the current rate (warm-up, decay and plateau set
+    it as usual) times the variable's factor (discriminative fine-tuning: lower blocks slower)."""
+
+    def __init__(self, learning_rate, factors, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.factors = factors
+
+    def build(self, var_list):
+        super().build(var_list)
+        self._factor_of = [self.factors.get(v.path, 1.0) for v in var_list]
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self._factor_of[self._get_variable_index(variable)]
+        super().update_step(gradient, variable, learning_rate * factor)
+
+
+def compile_model(model, task, lr, jit_compile, optimizer=None, objective=None):
     """A fresh optimizer per phase (keras only sees a new `trainable` set on compile), or the
     full model's own when compiling its head alone (cached features)."""
-    loss, accuracy = loss_and_accuracy(task)
-    model.compile(optimizer=optimizer or keras.optimizers.Adam(lr), loss=loss, metrics=[accuracy],
-                  jit_compile=jit_compile)
+    objective = objective or Objective()
+    loss, accuracy = training_loss(task, objective)
+    if optimizer is None:
+        options = {"use_ema": objective.ema > 0, "ema_momentum": objective.ema or 0.99,
+                   "gradient_accumulation_steps": objective.accumulate if objective.accumulate > 1 else None}
+        optimizer = (LayerwiseAdam(lr, objective.lr_factors, **options) if objective.lr_factors
+                     else keras.optimizers.Adam(lr, **options))
+    model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy], jit_compile=jit_compile)
 
 
 @dataclass

@@ -10,7 +10,8 @@ import threading
 from pathlib import Path
 
 from kit import KitError
-from kit.config import check_fold, load_spec, member_spec
+from kit.config import check_fold, load_spec
+from kit.members import member_spec
 from kit.runs import variants
 
 

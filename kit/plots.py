@@ -1,5 +1,6 @@
-"""Figures: a run's training curves, a backbone's validation curves over its folds, and the
-ensemble's OOF ROC curve or confusion matrix. Saved atomically, without a screen."""
+"""Figures: a run's training curves, a backbone's validation curves over its folds, the
+ensemble's OOF ROC curve or confusion matrix, the learning-rate finder's sweep. Saved
+atomically, without a screen."""
 import matplotlib
 
 matplotlib.use("Agg")  # no screen on servers and kernels
@@ -56,6 +57,21 @@ def plot_oof(task, classes, y, p, path):
     else:
         for k in np.flatnonzero(y.sum(0) * (1 - y).sum(0) > 0)[:10]:  # labels with both outcomes
             RocCurveDisplay.from_predictions(y[:, k], p[:, k], ax=ax, name=classes[k])
+    _save(fig, path)
+
+
+def plot_lr_find(lrs, losses, smoothed, suggestion, path, title=""):
+    """Loss against learning rate (log axis), raw and smoothed, the suggestion marked (if any)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(lrs, losses, alpha=0.3, label="loss")
+    ax.plot(lrs, smoothed, label="smoothed")
+    if suggestion:
+        ax.axvline(suggestion, color="red", linestyle="--", label=f"suggested lr {suggestion:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
     _save(fig, path)
 
 

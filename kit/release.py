@@ -26,7 +26,8 @@ import yaml
 
 from kit import KitError
 from kit.augment import serialized
-from kit.config import Spec, check_backbone, dump, load_spec
+from kit.checks import check_backbone
+from kit.config import Spec, dump, load_spec
 from kit.data import load_data
 from kit.ensemble import choose, labels_of, load_members
 from kit.env import search_inputs

@@ -14,6 +14,7 @@ from pathlib import Path
 from kit import KitError, kaggle_client
 from kit.bundle import build_bundle, build_inference_bundle, bundles, kernel_id
 from kit.files import write_text
+from kit.members import check_members
 from kit.release import load_release, release_dir
 from kit.runs import run_of, variants
 
@@ -26,6 +27,7 @@ def push(spec, backbone, fold, user):
 
 def push_all(spec, user, force=False):
     """One kernel per fold x member; folds finished here are not pushed again unless forced."""
+    check_members(spec)
     for member in (v.name for v in variants(spec)):
         for fold in range(spec.n_folds):
             if run_of(spec, member, fold).finished() and not force:

@@ -120,6 +120,13 @@ def variant(name):
                    bool(found["pseudo"]))
 
 
+def trained_members(spec):
+    """Every member with a finished run under the competition's runs folder, named by the spec
+    or not (a backbone trained with backbone=... alone)."""
+    folders = spec.runs_path.glob("*/fold*") if spec.runs_path.is_dir() else []
+    return sorted({f.parent.name for f in folders if Run(f).finished()})
+
+
 def variants(spec):
     """Every member a spec trains: each backbone at each of its `seeds` and `image_sizes` (when
     listed), and each of those again with pseudo-labels when the spec names some."""

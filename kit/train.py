@@ -16,18 +16,20 @@ from tensorflow.python.framework import config as tf_config  # disable_op_determ
 from kit import KitError
 from kit.augment import Augmenter, serialized
 from kit.backbones import BACKBONES
-from kit.base import set_trainable
-from kit.callbacks import Tracker, Validation, history_columns, phase_callbacks
+from kit.base import block_factors, set_trainable
+from kit.callbacks import AverageWeights, Tracker, Validation, history_columns, phase_callbacks
 from kit.checkpoint import Checkpoint, RunState
-from kit.config import Spec, check_backbone, check_fold, dump, image_size, member_spec
+from kit.checks import check_backbone
+from kit.config import Spec, check_fold, dump
 from kit.data import load_data
 from kit.env import resolve_weights
 from kit.features import fold_features, head_of
 from kit.files import atomic_path, write_csv, write_text
 from kit.folds import Fold, load_fold, load_folds
 from kit.inputs import eval_batches, feature_stream, on_device, train_stream
+from kit.members import image_size, member_spec
 from kit.metrics import spec_score
-from kit.model import Device, build_model, compile_model, releasing, setup_device
+from kit.model import Device, Objective, build_model, compile_model, releasing, setup_device
 from kit.plots import plot_curves
 from kit.predict import write_predictions
 from kit.runs import Run, run_of, variant
@@ -64,8 +66,15 @@ def _train(spec, member, backbone, fold, run, force, data):
     model, base, device = _build(spec, backbone, entry, f, run.log)
     t = Trainer(spec, f, model, base, entry.blocks, device, Augmenter(serialized(spec.augment)), checkpoint,
                 state, run.log)
+    on = [f"{k} {getattr(spec, k)}" for k in OPTIONS if getattr(spec, k) != OPTION_DEFAULTS[k]]
+    if on:
+        run.log(f"training options: {', '.join(on)}")
+    if force:  # the old run goes once the new one can train: interrupted, the folder resumes the new
+        for old in (run.test, run.oof, run.model):  # test.csv first: it marks a run finished
+            old.unlink(missing_ok=True)
     if state.epoch:
-        run.log(f"resuming after epoch {state.epoch} (phase {spec.schedule[state.phase].name})")
+        where = f", round top:{state.round}" if state.round else ""
+        run.log(f"resuming after epoch {state.epoch} (phase {spec.schedule[state.phase].name}{where})")
     for index, phase in enumerate(spec.schedule):
         if index >= state.phase:
             t.train_phase(index, phase)
@@ -98,30 +107,59 @@ class Trainer:
         return self.spec.batch_size * self.device.strategy.num_replicas_in_sync
 
     def train_phase(self, index, phase):
+        """One phase of the schedule; a progressive one opens one more block per round (top:1,
+        top:2, ...), each at `round_lr` times the previous round's rate, until a round does not
+        beat the best val_loss before it: the model has begun to overfit, and the best weights
+        so far are kept."""
+        s = self.state
+        if phase.trainable != "progressive":
+            if index > s.phase:
+                s.start_phase(index)
+            return self._fit(phase)
+        if index > s.phase or not s.round:
+            s.start_phase(index, round=1)
+        last = min(phase.max_blocks or len(self.blocks), len(self.blocks))
+        while True:
+            k = s.round
+            self._fit(dataclasses.replace(phase, name=f"{phase.name}-top{k}", trainable=f"top:{k}",
+                                          lr=phase.lr * phase.round_lr ** (k - 1)))
+            if not s.best < s.round_best:
+                self.log(f"phase {phase.name}: top:{k} did not beat val_loss {s.round_best:.5f}: no more "
+                         f"blocks opened (the best weights are kept)")
+                return
+            if k == last:
+                self.log(f"phase {phase.name}: all {last} blocks it may open are open")
+                return
+            s.start_phase(index, round=k + 1)
+
+    def _fit(self, phase):
         """Open the base as the phase says, recompile, train until val_loss stops improving or
         the epochs are done; then go back to the best weights of the schedule so far (a
         fine-tuning phase that never beats the head leaves the head's weights)."""
         s = self.state
-        if index > s.phase:
-            s.start_phase(index)
         set_trainable(self.base, self.blocks, phase.trainable)
-        cached = self.spec.feature_cache and phase.trainable == "none"
+        mixing = self.spec.mixup or self.spec.cutmix  # mixed images: no cached features of them
+        cached = self.spec.feature_cache and phase.trainable == "none" and not mixing
         trainer = self._compile(phase, cached)
         if s.model_file:  # resumed in the middle of this phase
             self.checkpoint.restore(self.model, s)
         if not s.phase_done(phase):
             epochs = (s.epoch, s.phase_start + phase.epochs)
             train, steps, validation = self._inputs(epochs, cached)
-            opened, layers = sum(x.trainable for x in self.base.layers), len(self.base.layers)
+            opened = sum(int(np.prod(v.shape)) for v in self.base.trainable_weights) / 1e6
             how = ", head on cached features" if cached else ""
-            self.log(f"phase {phase.name}: base trainable {phase.trainable} ({opened} of {layers} "
-                     f"layers{how}), lr {phase.lr:g}, up to {epochs[1] - epochs[0]} epochs"
+            self.log(f"phase {phase.name}: base trainable {phase.trainable} ({opened:.2f}M of "
+                     f"{self.base.count_params() / 1e6:.2f}M parameters{how}), lr {phase.lr:g}"
+                     f"{f' (x{phase.lr_mult:g} per block down)' if phase.lr_mult != 1 else ''}, up to "
+                     f"{epochs[1] - epochs[0]} epochs"
                      f"{f' (of {phase.epochs}: resumed)' if epochs[0] > s.phase_start else ''}")
             columns = history_columns(self.spec.task, self.spec.metric)
-            callbacks = [validation, Tracker(s, phase, self.checkpoint, self.model, columns),
+            average = [AverageWeights()] if self.spec.ema else []  # first: the others see the average
+            callbacks = [*average, validation, Tracker(s, phase, self.checkpoint, self.model, columns),
                          *phase_callbacks(phase, s.phase_start)]
             trainer.fit(train, steps_per_epoch=steps, initial_epoch=epochs[0], epochs=epochs[1],
-                        shuffle=False, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+                        shuffle=False, callbacks=callbacks, class_weight=self._class_weight(),
+                        verbose=1 if sys.stdout.isatty() else 2)
         best = self.checkpoint.best_weights(s)
         if best is not None:
             self.model.set_weights(best)
@@ -129,19 +167,32 @@ class Trainer:
     def _compile(self, phase, cached):
         """The model recompiled (keras sees the new trainable set), and what fits: the model, or
         its head alone on cached features, sharing the model's optimizer."""
-        jit = self.device.jit_compile
+        jit, spec = self.device.jit_compile, self.spec
+        objective = self._objective(block_factors(self.base, self.blocks, phase.trainable, phase.lr_mult))
         with self.device.strategy.scope():
-            compile_model(self.model, self.spec.task, phase.lr, jit)
+            compile_model(self.model, spec.task, phase.lr, jit, objective=objective)
             if not cached:
                 return self.model
             head = head_of(self.model)
-            compile_model(head, self.spec.task, phase.lr, jit, optimizer=self.model.optimizer)
+            compile_model(head, spec.task, phase.lr, jit, optimizer=self.model.optimizer, objective=objective)
             return head
+
+    def _objective(self, lr_factors=None):
+        spec = self.spec
+        return Objective(spec.loss, spec.label_smoothing, spec.ema, spec.accumulate, lr_factors or {},
+                         mixing=bool(spec.mixup or spec.cutmix))
+
+    def _class_weight(self):
+        if self.spec.class_weight == "none":
+            return None
+        return balanced_weights(self.fold.y[self.fold.train_idx], len(self.fold.data.classes))
 
     def _inputs(self, epochs, cached):
         """(training stream, steps per epoch, validation callback) for `epochs` of a phase."""
         spec, f, batch = self.spec, self.fold, self.batch
         y_train, y_val, stream = f.y[f.train_idx], f.data.y[f.val_idx], (spec.limit_batches, spec.workers)
+        if self._objective().one_hot(spec.task):
+            y_train = np.eye(len(f.data.classes), dtype=np.float32)[y_train.astype(int)]
         if cached:
             self.features = self.features or fold_features(spec, self.model, f, self.augment, batch)
             train, steps = feature_stream(self.features[0], y_train, spec.seed, epochs, batch, *stream)
@@ -155,6 +206,13 @@ class Trainer:
             val_x = eval_batches(f.images, f.val_idx, batch, workers=spec.workers, pad=True)
         score = lambda y, p: spec_score(spec, y, p)
         return train, steps, Validation(val_x, y_val, batch, spec.task, spec.metric, score, features=cached)
+
+
+def balanced_weights(y, n_classes):
+    """class_weight: balanced: {class: n / (classes x its count)} of a fold's training labels
+    (binary: the two outcomes): sklearn's formula, kept finite for a class missing in the fold."""
+    counts = np.bincount(np.asarray(y).astype(int), minlength=max(2, n_classes))
+    return dict(enumerate((len(y) / (len(counts) * np.maximum(counts, 1))).tolist()))
 
 
 def _resume(run, force):
@@ -183,6 +241,9 @@ def _record(spec, member, f, run):
     write_text(run.config, dump(resolved, backbone=variant(member).backbone, member=member, fold=f.index,
                                 **_ids(spec, f.data, load_folds(spec, f.data))))
 
+
+OPTIONS = ("loss", "label_smoothing", "class_weight", "ema", "accumulate", "mixup", "cutmix")
+OPTION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Spec) if f.name in OPTIONS}
 
 # Spec keys that leave what a run learns unchanged: where files are, how fast it goes, what is
 # done with its predictions. Any other key that changed makes a finished run stale.
@@ -233,7 +294,9 @@ def _build(spec, backbone, entry, f, log):
     keras.config.set_dtype_policy(device.policy)
     try:
         with device.strategy.scope():
-            model, base = build_model(backbone, spec.task, len(f.data.classes), f.size, weights, spec.dropout)
+            mix = ("mixup", spec.mixup, spec.seed) if spec.mixup else ("cutmix", spec.cutmix, spec.seed)
+            model, base = build_model(backbone, spec.task, len(f.data.classes), f.size, weights, spec.dropout,
+                                      mix if spec.mixup or spec.cutmix else None)
     finally:
         keras.config.set_dtype_policy(previous_policy)
     replicas = device.strategy.num_replicas_in_sync

@@ -33,8 +33,17 @@ def test_default_schedule_finetunes_the_top_block_100x_lower(tmp_path):
     ({"task": "regression"}, "task: 'regression' is not one of"),
     ({"metric": "f2"}, "metric: f2 does not apply to a multiclass task"),
     ({"backbones": ["vgg16", "xcepton"]}, "unknown backbone 'xcepton' (did you mean 'xception'?)"),
-    ({"schedule": [{"name": "a", "trainable": "top:0"}]}, "trainable 'top:0' is not none, all or top:K"),
+    ({"schedule": [{"name": "a", "trainable": "top:0"}]}, "trainable 'top:0' is not none, all, top:K or progressive"),
     ({"schedule": [{"name": "a"}, {"name": "a"}]}, "phase names must differ"),
+    ({"schedule": [{"name": "a", "trainable": "progressive", "round_lr": 2}]}, "phase a: round_lr 2.0 is not in (0, 1]"),
+    ({"schedule": [{"name": "a", "lr_mult": 0}]}, "phase a: lr_mult 0.0 is not in (0, 1]"),
+    ({"schedule": [{"name": "a", "trainable": "progressive", "max_blocks": -1}]}, "max_blocks -1 is below 0"),
+    ({"schedule": [{"name": "a", "trainable": "top:1", "max_blocks": 2}]},
+     "round_lr and max_blocks are for trainable: progressive, not top:1"),
+    ({"loss": "hinge"}, "loss: 'hinge' is not one of crossentropy, focal"),
+    ({"label_smoothing": 1.0}, "label_smoothing: 1.0 is not in [0, 1)"),
+    ({"ema": 0.99, "accumulate": 4}, "ema with accumulate"),
+    ({"task": "multilabel", "metric": "f2", "class_weight": "balanced"}, "for a multilabel task use loss: focal"),
     ({"schedule": [{"name": "a", "epocs": 3}]}, "unknown key 'epocs' (did you mean 'epochs'?)"),
     ({"n_folds": 1}, "n_folds: 1 is below 2"),
     ({"weights": "missing.h5"}, "no weights file at missing.h5"),
@@ -43,10 +52,6 @@ def test_default_schedule_finetunes_the_top_block_100x_lower(tmp_path):
     ({"backbones": ["vgg16", "vgg16"]}, "backbones: vgg16 is listed twice"),
     ({"image_sizes": [4]}, "image_sizes: 4 is too small"),
     ({"backbones": ["efficientnet_b0"]}, "unknown backbone 'efficientnet_b0' (did you mean 'efficientnetb0'"),
-    ({"backbones": ["swin_tiny"], "schedule": [{"name": "a", "trainable": "top:6"}]},
-     "phase a: top:6 is beyond swin_tiny's 5 blocks (top:1 to top:5, or all)"),
-    ({"backbones": ["vit_b16"], "weights": "imagenet", "image_size": 384},
-     "vit_b16: its pretrained weights take 224px images only, not 384px"),
 ])
 def test_bad_spec_fails_on_load_naming_the_key(tmp_path, keys, message):
     with pytest.raises(KitError, match=None) as e:
@@ -55,9 +60,43 @@ def test_bad_spec_fails_on_load_naming_the_key(tmp_path, keys, message):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("member, keys, message", [
+    ("swin_tiny", {"schedule": [{"name": "a", "trainable": "top:6"}]},
+     "phase a: top:6 is beyond swin_tiny's 5 blocks (top:1 to top:5, or all)"),
+    ("vgg16", {"schedule": [{"name": "a", "trainable": "top:6"}]}, "top:6 is beyond vgg16's 5 blocks"),
+    ("vit_b16", {"weights": "imagenet", "image_size": 384},
+     "vit_b16: its pretrained weights take 224px images only, not 384px"),
+])
+def test_what_one_backbone_cannot_take_fails_for_that_member_only(tmp_path, member, keys, message):
+    """The spec is checked for the member being trained (make fold=0 backbone=...), not for the
+    spec's other backbones; make all checks every member before the first trains."""
+    from kit.members import check_members, member_spec
+
+    spec = load_spec(str(spec_file(tmp_path, backbones=["efficientnetb0"], **keys)))  # 9 blocks: fine
+    with pytest.raises(KitError) as e:
+        member_spec(spec, member)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    backbone = member.split("-")[0]
+    with pytest.raises(KitError, match=backbone):
+        check_members(load_spec(str(spec_file(tmp_path, backbones=["efficientnetb0", backbone], **keys))))
+
+
+def test_progressive_needs_a_backbone_with_blocks_to_open_one_by_one(tmp_path, monkeypatch):
+    import dataclasses
+
+    from kit.backbones import BACKBONES
+    from kit.members import member_spec
+
+    monkeypatch.setitem(BACKBONES, "oneblock", dataclasses.replace(BACKBONES["vgg16"], blocks=("block5_",)))
+    spec = load_spec(str(spec_file(tmp_path, schedule=[{"name": "up", "trainable": "progressive"}])))
+    with pytest.raises(KitError, match="phase up: progressive needs blocks to open one by one; oneblock lists 1"):
+        member_spec(spec, "oneblock")
+    assert member_spec(spec, "vgg16")[0] == "vgg16"
+
+
 def test_image_size_is_rounded_up_to_the_backbones_patches_never_below_its_minimum(tmp_path):
     from kit.backbones import BACKBONES
-    from kit.config import image_size
+    from kit.members import image_size
 
     spec = load_spec(str(spec_file(tmp_path, image_size=100)))
     assert [image_size(spec, BACKBONES[n]) for n in ("vgg16", "dinov2_small", "vit_b16", "swin_tiny")] == [
@@ -84,6 +123,11 @@ def test_command_line_overrides_are_typed(tmp_path):
     numbers = load_spec(str(spec_file(tmp_path)), {"seeds": "0,1", "image_sizes": "32,40"})
     assert (numbers.seeds, numbers.image_sizes) == ([0, 1], [32, 40])
     assert load_spec(str(spec_file(tmp_path)), {"seeds": "3"}).seeds == [3]
+    # phase fields with an underscore in their name, and a phase name with one
+    spec = load_spec(str(spec_file(tmp_path, schedule=[{"name": "head"}, {"name": "fine_tune"}])), {
+        "trainable_fine_tune": "progressive", "round_lr_fine_tune": "0.5", "max_blocks_fine_tune": "2",
+        "lr_mult_fine_tune": "0.25"})
+    assert (spec.schedule[1].round_lr, spec.schedule[1].max_blocks, spec.schedule[1].lr_mult) == (0.5, 2, 0.25)
 
 
 @pytest.mark.parametrize("key, value, message", [

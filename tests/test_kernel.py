@@ -105,6 +105,7 @@ def test_a_keras_hub_preset_comes_from_an_attached_kaggle_model_or_kagglehubs_ca
     assert resolve_weights("imagenet", entry) == str(cached)
 
 
+@pytest.mark.slow
 def test_offline_without_a_keras_hub_preset_names_the_kaggle_model_to_attach(fake_kaggle, tmp_path):
     spec = spec_file(tmp_path, data_dir="", runs_dir="runs", weights="imagenet", image_size=224)
     result = subprocess.run([sys.executable, "-m", "kit", "train", f"competition={spec}", "backbone=dinov2_small"],

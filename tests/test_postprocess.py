@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from kit import KitError, postprocess, stack
-from kit.config import Spec, validate
+from kit.checks import validate
+from kit.config import Spec
 from kit.metrics import score, score_decisions
 
 rng = np.random.default_rng(0)

@@ -143,3 +143,33 @@ def test_a_finished_run_is_kept_only_while_its_data_and_settings_are_those_it_wa
     assert (out / "test.csv").stat().st_mtime_ns == stamp
     run_fold(tiny(schedule=[{**head[0], "epochs": 2}]), "vgg16", 0, force=True)
     assert (out / "test.csv").stat().st_mtime_ns != stamp
+
+
+PROGRESSIVE = [SCHEDULE[0], {"name": "finetune", "trainable": "progressive", "epochs": 2, "lr": 1e-4,
+                              "patience": 0, "round_lr": 0.5, "max_blocks": 3}]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("keys, phases", [
+    ({"schedule": PROGRESSIVE}, ["head"] * 4 + [f"finetune-top{k}" for k in (1, 1, 2, 2, 3, 3)]),
+    ({"schedule": [SCHEDULE[0], {**SCHEDULE[1], "lr_mult": 0.5}], "ema": 0.9, "mixup": 0.4}, ["head"] * 4 + ["finetune"] * 5),
+])
+def test_killed_in_a_progressive_round_or_with_averaged_weights_it_resumes_byte_for_byte(tmp_path, keys, phases):
+    """A progressive phase resumes in its round; the weights' average (ema) and the layer-wise
+    rates resume with the optimizer, MixUp's random state with the model."""
+    write_competition(tmp_path / "data")
+    spec = spec_file(tmp_path, batch_size=4, **keys)
+    run = tmp_path / "runs" / "tiny" / "vgg16" / "fold0"
+    _, state = _kill_after(_train(tmp_path, spec), run, 7)  # inside the second phase
+    assert state["epoch"] >= 7 and state["phase"] == 1
+    finished = _train(tmp_path, spec)
+    assert finished.wait(timeout=600) == 0, finished.stderr.read()[-3000:]
+    (tmp_path / "again").mkdir()
+    result = _train(tmp_path, spec_file(tmp_path / "again", batch_size=4, data_dir=str(tmp_path / "data"), **keys))
+    assert result.wait(timeout=600) == 0
+    again = tmp_path / "again" / "runs" / "tiny" / "vgg16" / "fold0"
+    history = pd.read_csv(run / "history.csv")
+    assert history["phase"].tolist()[:len(phases)] == phases[:len(history)]
+    pd.testing.assert_frame_equal(history, pd.read_csv(again / "history.csv"))
+    for name in ("oof.csv", "test.csv"):
+        assert (run / name).read_bytes() == (again / name).read_bytes()

@@ -85,6 +85,25 @@ def test_finished_fold_is_kept_unless_forced(tiny, capsys):
 
 
 @pytest.mark.slow
+def test_a_forced_retrain_interrupted_leaves_no_finished_run_of_the_old_one(tiny, monkeypatch):
+    from kit.train import Trainer
+
+    spec = tiny(schedule=[{**HEAD, "epochs": 1}])
+    out = run_fold(spec, "vgg16", 0)
+
+    def interrupted(self, index, phase):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train_phase", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_fold(spec, "vgg16", 0, force=True)
+    assert not any((out / name).exists() for name in ("test.csv", "oof.csv", "model.keras"))
+    monkeypatch.undo()
+    run_fold(spec, "vgg16", 0)  # not finished: it trains (resumes) without force
+    assert (out / "test.csv").is_file()
+
+
+@pytest.mark.slow
 def test_same_seed_same_predictions(tiny, tmp_path):
     spec = tiny()
     first = pd.read_csv(run_fold(spec, "resnet50", 0) / "oof.csv")
@@ -93,9 +112,10 @@ def test_same_seed_same_predictions(tiny, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cached", [True, False])
-def test_head_phase_leaves_the_base_bitwise_unchanged(tiny, cached):
-    spec = tiny(schedule=[HEAD], feature_cache=cached)
+@pytest.mark.parametrize("keys", [{"feature_cache": True}, {"feature_cache": False},
+                                  {"mixup": 0.4, "ema": 0.9}])  # mixing: end to end, not cached
+def test_head_phase_leaves_the_base_bitwise_unchanged(tiny, keys):
+    spec = tiny(schedule=[HEAD], **keys)
     model0, base0 = _initial(spec, "xception", 71)
     model, base = _trained(run_fold(spec, "xception", 0))
     for before, after in zip(_values(base0), _values(base)):
@@ -115,9 +135,12 @@ def test_top_k_changes_only_its_blocks(tiny):
 
 
 @pytest.mark.slow
-def test_batchnorm_statistics_never_move_while_gamma_and_beta_train(tiny):
-    spec = tiny(schedule=[{"name": "all", "trainable": "all", "epochs": 1, "lr": 1e-3, "patience": 0}],
-                batch_size=4)
+@pytest.mark.parametrize("phase, keys", [
+    ({"trainable": "all", "epochs": 1}, {}),
+    ({"trainable": "progressive", "epochs": 1, "max_blocks": 2, "lr_mult": 0.5}, {"cutmix": 1.0, "ema": 0.9}),
+])
+def test_batchnorm_statistics_never_move_while_gamma_and_beta_train(tiny, phase, keys):
+    spec = tiny(schedule=[{"name": "all", "lr": 1e-3, "patience": 0, **phase}], batch_size=4, **keys)
     _, base0 = _initial(spec, "resnet50", 32)
     _, base = _trained(run_fold(spec, "resnet50", 0))
     norms = [(a, b) for a, b in zip(base0.layers, base.layers)
@@ -128,7 +151,7 @@ def test_batchnorm_statistics_never_move_while_gamma_and_beta_train(tiny):
         np.testing.assert_array_equal(_values(layer0)[2], _values(layer)[2])  # moving mean
         np.testing.assert_array_equal(_values(layer0)[3], _values(layer)[3])  # moving variance
         gammas_moved += not np.array_equal(_values(layer0)[0], _values(layer)[0])
-    assert gammas_moved == len(norms)
+    assert gammas_moved == len(norms) if phase["trainable"] == "all" else gammas_moved > 0
 
 
 @pytest.mark.slow
@@ -228,3 +251,34 @@ def test_a_new_backbone_is_one_registry_entry(tiny, monkeypatch):
     changed = {layer.name for layer0, layer in zip(base0.layers, base.layers)
                if any(not np.array_equal(a, b) for a, b in zip(_values(layer0), _values(layer)))}
     assert changed and all(name.startswith(("block7", "top_")) for name in changed)
+
+
+def _progressive(**keys):
+    return [{**HEAD, "epochs": 2}, {"name": "finetune", "trainable": "progressive", "epochs": 2, "patience": 0,
+                                    "round_lr": 0.5, **keys}]
+
+
+def _rounds(history):
+    """(blocks open, its val_losses, the best val_loss before it) of each progressive round."""
+    for k, rows in history[history["phase"] != "head"].groupby("phase", sort=False):
+        yield int(k.removeprefix("finetune-top")), rows, history.loc[:rows.index[0] - 1, "val_loss"].min()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lr, max_blocks, opened", [(1e-4, 3, 3), (3e-3, 0, 1)])
+def test_progressive_opens_a_block_per_round_until_a_round_does_not_beat_the_best(tiny, lr, max_blocks, opened):
+    """Rounds top:1, top:2, ... each at round_lr x the previous rate, epochs continuing; a round
+    follows only if the one before beat the best val_loss before it; max_blocks caps them."""
+    out = run_fold(tiny(schedule=_progressive(lr=lr, max_blocks=max_blocks), batch_size=4), "vgg16", 0)
+    history = pd.read_csv(out / "history.csv")
+    assert history["epoch"].tolist() == list(range(1, len(history) + 1))
+    rounds = list(_rounds(history))
+    assert [k for k, _, _ in rounds] == list(range(1, opened + 1))
+    for k, rows, before in rounds:
+        assert rows["lr"].tolist() == pytest.approx([lr * 0.5 ** (k - 1)] * 2)
+        beaten = rows["val_loss"].min() < before
+        assert beaten == (k < opened or k == max_blocks)  # the last round: the cap, or it did not beat
+    log = (out / "log.txt").read_text()
+    assert ("did not beat val_loss" in log) == (opened != max_blocks)
+    kept = float(log.split("best val_loss ")[-1].split(")")[0])  # the weights saved: the schedule's best
+    assert kept == pytest.approx(history["val_loss"].min(), abs=1e-5)

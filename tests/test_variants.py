@@ -5,9 +5,10 @@ import pytest
 import yaml
 
 from kit import KitError
-from kit.config import load_spec, member_spec
+from kit.config import load_spec
 from kit.data import load_data
 from kit.ensemble import cross_validate, load_members
+from kit.members import member_spec
 from kit.runs import variant, variants
 
 HEAD = [{"name": "head", "trainable": "none", "epochs": 1, "lr": 1e-2, "patience": 0}]
