@@ -14,27 +14,29 @@ import numpy as np
 
 from kit import KitError
 from kit.decode import VERSION as DECODER_VERSION
-from kit.decode import BadImage, read_rgb
+from kit.decode import BadImage
 from kit.files import atomic_path, locked, write_text
+from kit.records import SEP, Reader, reader
 from kit.runs import cache_dir
 
 
 class Images:
-    """The images of a table by index, as (size, size, 3) uint8, decoded on each read."""
+    """The images of a table by index (files' paths or records' names), as (size, size, 3) uint8,
+    decoded on each read."""
 
-    def __init__(self, paths, size):
-        self.paths, self.size = list(paths), size
+    def __init__(self, paths, size, read=None):
+        self.paths, self.size, self.reader = list(paths), size, read or Reader()
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
-        return read_rgb(self.paths[i], self.size)
+        return self.reader.read(self.paths[i], self.size)
 
 
 class CachedImages(Images):
-    def __init__(self, paths, size, array):
-        super().__init__(paths, size)
+    def __init__(self, paths, size, array, read=None):
+        super().__init__(paths, size, read)
         self.array = array
 
     def __getitem__(self, i):
@@ -75,28 +77,30 @@ def test_images(spec, test, size):
 
 
 def _cache(spec):
-    return dict(mode=spec.image_cache, folder=cache_dir(spec), limit_mb=spec.cache_mb, workers=spec.workers)
+    return dict(mode=spec.image_cache, folder=cache_dir(spec), limit_mb=spec.cache_mb, workers=spec.workers,
+                read=reader(spec))
 
 
-def load_images(paths, size, mode="auto", folder=None, limit_mb=2048, workers=0):
+def load_images(paths, size, mode="auto", folder=None, limit_mb=2048, workers=0, read=None):
     """(images, {path: reason} of the unreadable ones). `mode`: auto (memory if it fits under
-    `limit_mb`, else disk in `folder`), memory, disk, off."""
-    paths = [str(p) for p in paths]
+    `limit_mb`, else disk in `folder`), memory, disk, off. `read`: the Reader of records and DICOM."""
+    paths, read = [str(p) for p in paths], read or Reader()
     nbytes = len(paths) * size * size * 3
     if mode == "auto":
         mode = "memory" if nbytes <= limit_mb * 2**20 else "disk"
     if mode == "disk":
-        return _disk(paths, size, Path(folder), workers)
+        return _disk(paths, size, Path(folder), workers, read)
     array = np.empty((len(paths), size, size, 3), np.uint8) if mode == "memory" else None
-    bad = _decode(paths, size, array, workers)
-    return (CachedImages(paths, size, array) if array is not None else Images(paths, size)), bad
+    bad = _decode(paths, size, array, workers, read)
+    return (CachedImages(paths, size, array, read) if array is not None else Images(paths, size, read)), bad
 
 
-def _decode(paths, size, array, workers):
-    """Decode every image in parallel (into `array` when given); the unreadable ones."""
+def _decode(paths, size, array, workers, read):
+    """Decode every image in parallel, in order (a container streams once), into `array` when
+    given; the unreadable ones."""
     def one(i):
         try:
-            image = read_rgb(paths[i], size)
+            image = read.read(paths[i], size)
         except BadImage as e:
             return e.reason
         if array is not None:
@@ -106,22 +110,26 @@ def _decode(paths, size, array, workers):
     return {p: r for p, r in zip(paths, reasons) if r is not None}
 
 
-def _disk(paths, size, folder, workers):
-    """A memory-mapped .npy named by what it holds (the files, their sizes and dates, the side),
-    so a changed image makes a new one; built whole before it is used."""
-    key = [DECODER_VERSION, size] + [(p, *_stat(p)) for p in paths]
+def _disk(paths, size, folder, workers, read):
+    """A memory-mapped .npy named by what it holds (the files, their sizes and dates, the side,
+    how records are read), so a changed image makes a new one; built whole before it is used."""
+    stats = {}  # a container's stat, once for its thousands of records
+    for p in paths:
+        file = p.rpartition(SEP)[0] or p
+        stats.setdefault(file, _stat(file))
+    key = [DECODER_VERSION, size, read.settings] + [(p, *stats[p.rpartition(SEP)[0] or p]) for p in paths]
     stamp = hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
     data, index = folder / f"images-{size}-{stamp}.npy", folder / f"images-{size}-{stamp}.json"
     with locked(data.with_suffix(".lock")):  # one process decodes; the others wait and read it
         if not (data.is_file() and index.is_file()):
             with atomic_path(data) as tmp:
                 array = np.lib.format.open_memmap(tmp, "w+", np.uint8, (len(paths), size, size, 3))
-                bad = _decode(paths, size, array, workers)
+                bad = _decode(paths, size, array, workers, read)
                 array.flush()
                 del array
             write_text(index, json.dumps(bad))
     array = np.load(data, mmap_mode="r")
-    return CachedImages(paths, size, array), json.loads(index.read_text())
+    return CachedImages(paths, size, array, read), json.loads(index.read_text())
 
 
 def _stat(path):

@@ -10,9 +10,12 @@ from kit.backbones import BACKBONES
 from kit.metrics import METRICS
 from kit.postprocess import check as check_postprocess
 
+IMAGE_FORMS = ("files", "pixels", "parquet", "tfrecord", "hdf5", "numpy")
 CHOICES = {
     "source": ("kaggle", "synthetic"),
-    "layout": ("csv", "folders", "filename"),
+    "layout": ("csv", "folders", "filename", "records", "long"),
+    "image_form": IMAGE_FORMS,
+    "test_image_form": ("", *IMAGE_FORMS),
     "test_ids": ("sample_submission", "folder"),
     "task": ("binary", "multiclass", "multilabel"),
     "metric": tuple(METRICS),
@@ -20,7 +23,7 @@ CHOICES = {
     "jit_compile": ("auto", "on", "off"),
     "strategy": ("auto", "default", "mirrored"),
     "decay": ("constant", "cosine", "plateau"),
-    "submission": ("auto", "probability", "label", "per_class", "labels"),
+    "submission": ("auto", "probability", "label", "per_class", "labels", "long"),
     "image_cache": ("auto", "memory", "disk", "off"),
     "postprocess": ("auto", "on", "off"),
     "loss": ("crossentropy", "focal"),
@@ -51,6 +54,7 @@ def validate(spec):
         if len(set(values)) != len(values):
             twice = next(v for v in values if values.count(v) > 1)
             raise KitError(f"{key}: {twice} is listed twice")
+    _validate_forms(spec)
     if spec.pseudo and not Path(spec.pseudo).is_file():
         raise KitError(f"pseudo: no pseudo-labels at {spec.pseudo} (make pseudo writes them)")
     if not 0.5 <= spec.pseudo_threshold < 1:
@@ -109,6 +113,20 @@ def _validate_schedule(schedule):
                            f"progressive, not {p.trainable}")
         if p.epochs < 0 or p.warmup < 0 or p.patience < 0 or p.lr <= 0:
             raise KitError(f"schedule: phase {p.name}: epochs, warmup, patience >= 0 and lr > 0")
+
+
+def _validate_forms(spec):
+    if spec.layout in ("folders", "filename") and spec.image_form != "files":
+        raise KitError(f"layout {spec.layout} reads labels from image files: it needs image_form files")
+    if spec.layout == "records" and spec.image_form == "files":
+        raise KitError("layout records reads labels from the image records: image_form cannot be files")
+    if spec.layout == "long" and spec.task != "multilabel":
+        raise KitError("layout long gives a 0/1 value per image and class: it needs task multilabel")
+    if len(spec.image_shape) not in (0, 2, 3) or any(d < 1 for d in spec.image_shape) or \
+            len(spec.image_shape) == 3 and spec.image_shape[2] not in (1, 3, 4):
+        raise KitError(f"image_shape: {spec.image_shape} is not [height, width] or [height, width, 1|3|4]")
+    if spec.dicom_window and (len(spec.dicom_window) != 2 or spec.dicom_window[1] <= 0):
+        raise KitError(f"dicom_window: {spec.dicom_window} is not [center, width] with a positive width")
 
 
 def check_backbone(name):

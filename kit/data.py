@@ -1,17 +1,20 @@
-"""Competition data: train and test tables (id, image path, labels) for every layout a spec can
-describe. Decoding the images is kit/decode.py's."""
+"""Competition data: train and test tables (id, image name, labels) for every layout a spec can
+describe. An image's name is its file's path, or a record's in a container (kit/catalog.py);
+decoding is kit/decode.py's and kit/records.py's."""
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from kit import KitError
+from kit.catalog import catalog
 from kit.decode import IMAGE_EXTS
 from kit.demo import generate
 from kit.files import read_csv
+from kit.records import SEP, pixel_columns
 
 
 @dataclass
@@ -21,23 +24,67 @@ class Data:
     y: np.ndarray  # binary (n,) 0/1; multiclass (n,) class index; multilabel (n, K) 0/1
     groups: np.ndarray | None
     test: pd.DataFrame  # id, path
+    unlabelled: list = field(default_factory=list)  # images in the train containers without a label
 
 
 def load_data(spec):
     root = _root(spec)
     ids, labels, groups = _train_labels(spec, root)
-    _unique(ids, root / spec.train_csv if spec.layout == "csv" else root / spec.train_dir)
+    _unique(ids, _labels_file(spec, root))
     classes, y = _encode(spec, labels, _where(spec, root, ids))
-    train_paths = _image_paths(root, spec.train_dir, ids, spec.image_ext, "train")
+    train_paths, unlabelled = _locate(spec, root, ids, "train")
     train = pd.DataFrame({"id": ids, "path": train_paths})
-    return Data(classes, train, y, groups, load_test(spec))
+    return Data(classes, train, y, groups, load_test(spec), unlabelled)
 
 
 def load_classes(spec):
-    """The class names in output order, from the labels alone (no image path is looked up)."""
+    """The class names in output order, from the labels alone (no image is looked up)."""
     root = _root(spec)
     ids, labels, _ = _train_labels(spec, root)
     return _encode(spec, labels, _where(spec, root, ids))[0]
+
+
+def test_form(spec):
+    return spec.test_image_form or spec.image_form
+
+
+def _files(spec, side):
+    """The globs of the containers holding a side's images (a pixel table: by default the labels
+    CSV for train, test.csv for test)."""
+    form = spec.image_form if side == "train" else test_form(spec)
+    patterns = spec.train_files if side == "train" else spec.test_files
+    if not patterns and form == "pixels":
+        return [spec.train_csv if side == "train" else "test.csv"]
+    if not patterns:
+        raise KitError(f"{side}_files: name the {form} files holding the {side} images "
+                       f"(globs in the data folder)")
+    return patterns
+
+
+def _labels_file(spec, root):
+    return root / (spec.train_csv if spec.layout in ("csv", "long") else
+                   spec.train_dir if spec.layout in ("folders", "filename") else _files(spec, "train")[0])
+
+
+def _locate(spec, root, ids, side):
+    """(the image name of each id, the names of the images no id asks for)."""
+    form = spec.image_form if side == "train" else test_form(spec)
+    if form == "files":
+        folder = spec.train_dir if side == "train" else spec.test_dir
+        return _image_paths(root, folder, ids, spec.image_ext, side), []
+    table = catalog(root, _files(spec, side), form, spec)
+    _unique(table["id"].tolist(), f"the {side} images ({', '.join(_files(spec, side))})")
+    name_of = dict(zip(table["id"], table["path"]))
+    paths = [name_of.get(str(i)) for i in ids]
+    missing = [str(i) for i, p in zip(ids, paths) if p is None]
+    if missing and (side == "test" or len(missing) > len(ids) / 2):
+        raise KitError(f"{len(missing)} of {len(ids)} {side} ids have no image in "
+                       f"{', '.join(_files(spec, side))}, "
+                       f"e.g. {missing[0]!r}: check id_column{' and first_id' if spec.first_id != 1 else ''}")
+    # A missing one is named in the first container, whose reader says "no such record".
+    paths = [p or f"{root / _files(spec, side)[0]}{SEP}{i}" for i, p in zip(ids, paths)]
+    asked = set(map(str, ids))
+    return paths, [p for i, p in name_of.items() if i not in asked]
 
 
 def load_test(spec):
@@ -47,8 +94,7 @@ def load_test(spec):
     test_ids = _test_ids(spec, root)
     from_sample = spec.test_ids == "sample_submission"
     _unique(test_ids, root / (spec.sample_submission if from_sample else spec.test_dir))
-    return pd.DataFrame({"id": test_ids,
-                         "path": _image_paths(root, spec.test_dir, test_ids, spec.image_ext, "test")})
+    return pd.DataFrame({"id": test_ids, "path": _locate(spec, root, test_ids, "test")[0]})
 
 
 def _where(spec, root, ids):
@@ -86,22 +132,28 @@ def _columns(frame, names, path):
 
 def _train_labels(spec, root):
     """(ids, labels, groups): labels are one str per image, a list per image (multilabel), or a
-    0/1 matrix when the spec names one target column per class."""
-    if spec.group_column and spec.layout != "csv":
-        raise KitError("group_column needs layout: csv (groups come from the labels CSV)")
-    if spec.layout == "csv":
-        path = root / spec.train_csv
-        frame = read_csv(path, "labels CSV")
-        targets = spec.target_column if isinstance(spec.target_column, list) else [spec.target_column]
-        _columns(frame, [spec.id_column, *targets] + ([spec.group_column] if spec.group_column else []), path)
-        ids = frame[spec.id_column].tolist()
+    0/1 DataFrame when the spec names one target column per class (or the labels are long)."""
+    if spec.group_column and spec.layout not in ("csv", "records"):
+        raise KitError("group_column needs layout csv or records (groups come from the labels)")
+    if spec.layout == "long":
+        return _long_labels(spec, root)
+    targets = spec.target_column if isinstance(spec.target_column, list) else [spec.target_column]
+    wanted = [*targets] + ([spec.group_column] if spec.group_column else [])
+    if spec.layout in ("csv", "records"):
+        if spec.layout == "csv":
+            path = root / spec.train_csv
+            frame = _labels_csv(spec, path)
+            _columns(frame, [c for c in [spec.id_column, *wanted] if c != spec.id_column or
+                             spec.image_form == "files"], path)
+            ids = (frame[spec.id_column] if spec.id_column in frame.columns else
+                   pd.Series(range(spec.first_id, spec.first_id + len(frame))).astype(str)).tolist()
+        else:
+            frame = catalog(root, _files(spec, "train"), spec.image_form, spec, wanted)
+            ids = frame["id"].tolist()
         groups = frame[spec.group_column].to_numpy() if spec.group_column else None
         if isinstance(spec.target_column, list):
-            try:
-                return ids, frame[targets].astype(float).to_numpy(), groups
-            except ValueError:
-                raise KitError(f"{path}: target columns {', '.join(targets)} must hold 0/1 values") from None
-        labels = frame[spec.target_column].str.strip().tolist()
+            return ids, frame[targets], groups
+        labels = frame[spec.target_column].astype(str).str.strip().tolist()
         if spec.task == "multilabel":
             labels = [[t for t in cell.split(spec.label_sep) if t] for cell in labels]
         return ids, labels, groups
@@ -127,6 +179,50 @@ def _train_labels(spec, root):
     return files, labels, None
 
 
+def _labels_csv(spec, path):
+    """The labels CSV; a pixel table's pixel columns are left unread (784 cells a row)."""
+    if spec.image_form != "pixels" or not path.is_file():
+        return read_csv(path, "labels CSV")
+    header = pd.read_csv(path, nrows=0).columns.tolist()
+    pixels = set(pixel_columns(spec.pixels, header))
+    return read_csv(path, "labels CSV", usecols=[c for c in header if c not in pixels])
+
+
+def split_long(ids, classes):
+    """(image ids, classes) of long-format ids `<image>_<class>` (RSNA: ID_<image>_<subtype>),
+    or None unless every id ends in a class and every image has one row per class."""
+    by_length = sorted(map(str, classes), key=len, reverse=True)
+    images, names = [], []
+    for i in map(str, ids):
+        c = next((c for c in by_length if i.endswith("_" + c) and len(i) > len(c) + 1), None)
+        if c is None:
+            return None
+        images.append(i[:-len(c) - 1])
+        names.append(c)
+    pairs = pd.DataFrame({"image": images, "class": names})
+    if pairs.duplicated().any() or len(pairs) != pairs["image"].nunique() * len(classes):
+        return None
+    return images, names
+
+
+def _long_labels(spec, root):
+    """Labels in long format: one row per image and class, `<image>_<class>` and 0/1."""
+    path = root / spec.train_csv
+    frame = read_csv(path, "labels CSV")
+    _columns(frame, [spec.id_column, spec.target_column], path)
+    ids = frame[spec.id_column].astype(str)
+    classes = spec.classes or sorted({i.rpartition("_")[2] for i in ids if "_" in i})
+    split = split_long(ids, classes)
+    if split is None:
+        raise KitError(f"{path}: layout long needs ids <image>_<class> with one row per image and class "
+                       f"(classes: {', '.join(map(str, classes[:8]))})")
+    table = pd.DataFrame({"image": split[0], "class": split[1],
+                          "value": frame[spec.target_column].to_numpy()})
+    wide = table.pivot(index="image", columns="class", values="value")
+    wide = wide.loc[pd.unique(table["image"]), [str(c) for c in classes]]
+    return wide.index.tolist(), wide, None
+
+
 def _sorted_labels(labels):
     """Numeric labels in numeric order (2 before 10), others alphabetically."""
     try:
@@ -138,10 +234,14 @@ def _sorted_labels(labels):
 def _encode(spec, labels, at):
     """(classes, y) of the labels; `at(row)` says where a row is, for the errors."""
     where = "labels"
-    if isinstance(labels, np.ndarray):  # one 0/1 column per class
-        classes = list(spec.target_column)
+    if isinstance(labels, pd.DataFrame):  # one 0/1 column per class
+        classes = [str(c) for c in labels.columns]
+        try:
+            labels = labels.astype(float).to_numpy()
+        except ValueError:
+            raise KitError(f"{where}: the values of classes {', '.join(classes)} must be 0/1") from None
         if not np.isin(labels, (0, 1)).all():
-            raise KitError(f"{where}: target columns {', '.join(classes)} must hold 0/1 values")
+            raise KitError(f"{where}: the values of classes {', '.join(classes)} must be 0/1")
         if spec.task == "multilabel":
             return classes, labels.astype(np.float32)
         bad = np.flatnonzero(labels.sum(1) != 1)
@@ -178,7 +278,16 @@ def _test_ids(spec, root):
     sample = root / spec.sample_submission
     if spec.test_ids == "sample_submission":
         frame = read_csv(sample, "sample submission (or set test_ids: folder)")
-        return frame[frame.columns[0]].tolist()
+        ids = frame[frame.columns[0]].tolist()
+        if spec.submission == "long" or (spec.submission == "auto" and ids and "_" in ids[0]):
+            split = split_long(ids, load_classes(spec))
+            if split is None and spec.submission == "long":
+                raise KitError(f"{sample}: submission long needs ids <image>_<class>, one per image "
+                               f"and class")
+            ids = pd.unique(pd.Series(split[0])).tolist() if split else ids
+        return ids
+    if test_form(spec) != "files":
+        return catalog(root, _files(spec, "test"), test_form(spec), spec)["id"].tolist()
     folder = root / spec.test_dir
     if not folder.is_dir():
         raise KitError(f"no test image folder {folder}")

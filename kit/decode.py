@@ -1,11 +1,15 @@
-"""Image decoding: any image file to (H, W, 3) 8-bit RGB, whatever it holds (grayscale, RGBA,
-palette, CMYK, 16-bit), upright as a viewer shows it (EXIF orientation), resized when asked; a
-file that cannot be decoded raises BadImage, whose reason is listed (never printed)."""
+"""Image decoding: any image file or encoded bytes, a DICOM file, or an array of pixel values to
+(H, W, 3) 8-bit RGB, whatever it holds (grayscale, RGBA, palette, CMYK, 16-bit), upright as a
+viewer shows it (EXIF orientation), resized when asked; what cannot be decoded raises BadImage,
+whose reason is listed (never printed)."""
+import io
+
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+DICOM_EXTS = (".dcm", ".dicom")  # read by kit/dicom.py
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", *DICOM_EXTS)
 VERSION = 2  # of what read_rgb returns: caches of decoded images made by another are remade
 # OpenCV's warnings on a broken file stay off the screen: the BadImage reason says it, in skipped.csv.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
@@ -17,14 +21,15 @@ class BadImage(Exception):
         self.path, self.reason = path, reason
 
 
-def read_rgb(path, size=None):
-    """Decode an image file to (H, W, 3) uint8 RGB, resized to size x size when given.
+def read_rgb(path, size=None, data=None):
+    """Decode an image file (or its encoded bytes `data`; `path` then names it) to (H, W, 3) uint8
+    RGB, resized to size x size when given (DICOM files are kit/dicom.py's).
 
     Grayscale, RGBA, palette, CMYK and 16-bit images are converted; a truncated or corrupt file
     raises BadImage (Pillow refuses truncated JPEGs that OpenCV would silently half-decode).
     """
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
             if size and im.format == "JPEG":
                 im.draft("RGB", (size, size))  # decode at a reduced scale, never below `size`
             im.load()
@@ -32,12 +37,41 @@ def read_rgb(path, size=None):
     except FileNotFoundError:
         raise BadImage(path, "the file is missing") from None
     except UnidentifiedImageError:
-        arr = _cv2_rgb8(path)  # a format Pillow does not know
+        arr = _cv2_rgb8(path, data)  # a format Pillow does not know
     except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, ValueError, ...
         raise BadImage(path, str(e) or type(e).__name__) from None
+    return resized(arr, size)
+
+
+def resized(arr, size):
     if size and arr.shape[:2] != (size, size):
         arr = cv2.resize(arr, (size, size), interpolation=cv2.INTER_AREA)
     return arr
+
+
+def pixels_rgb(name, values, shape, size=None):
+    """Pixel values (a table's row, an array's slice) of an image of `shape` ((H, W) or (H, W, C))
+    to RGB. Values in a table are 8-bit: one outside 0-255 is a broken record, not a scale."""
+    values = np.asarray(values)
+    if values.size != int(np.prod(shape)):
+        raise BadImage(name, f"{values.size} pixel values; an image of shape {'x'.join(map(str, shape))} "
+                             f"has {int(np.prod(shape))}")
+    if values.dtype.kind == "f" and np.isnan(values).any():
+        raise BadImage(name, "a pixel value is missing")
+    if values.dtype != np.uint8 and values.size:
+        low, high = values.min(), values.max()
+        if low < 0 or high > 255:
+            raise BadImage(name, f"pixel value {high if high > 255 else low:g} is outside 0-255")
+    return resized(as_rgb8(values.reshape(shape).astype(np.uint8)), size)
+
+
+def as_rgb8(a):
+    """An image array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of any depth to (H, W, 3) uint8."""
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim == 2 or a.dtype != np.uint8:
+        a = _gray8(a)
+    return a[..., :3]
 
 
 def _pil_rgb8(im):
@@ -58,8 +92,9 @@ def _gray8(a):
     return np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a
 
 
-def _cv2_rgb8(path):
-    a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+def _cv2_rgb8(path, data=None):
+    a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if data is None else \
+        cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if a is None:
         raise BadImage(path, "not an image file")
     if a.ndim == 2:

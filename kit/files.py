@@ -42,12 +42,12 @@ def write_csv(path, frame, float_format=None):
         frame.to_csv(tmp, index=False, float_format=float_format)
 
 
-def read_csv(path, what):
+def read_csv(path, what, usecols=None):
     """A CSV with every cell as text: ids like 0042 keep their zeros."""
     if not path.is_file():
         raise KitError(f"no {what} at {path}")
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, usecols=usecols)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise KitError(f"{path}: cannot read as CSV ({str(e).strip().splitlines()[0]})") from None
 

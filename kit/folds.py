@@ -105,6 +105,9 @@ def load_fold(spec, backbone, fold, log=None, data=None, member=None):
     if log:
         log(f"{spec.slug} / {member or backbone} / fold {fold}: {size}px, {len(data.train)} train images, "
             f"{len(data.test)} test images, classes: {', '.join(data.classes[:10])}")
+    if log and data.unlabelled:
+        log(f"{len(data.unlabelled)} images in the train files have no label: not used "
+            f"(e.g. {data.unlabelled[0]})")
     images, test_images, bad = competition_images(spec, data, size)
     usable = ~data.train["path"].isin(list(bad)).to_numpy()
     f = Fold(fold, spec.task, data, images, test_images, bad, np.flatnonzero((fold_of != fold) & usable),

@@ -6,6 +6,8 @@ Formats (spec key `submission`, `auto` reads them off the sample submission):
     label        one column, the class label (as the labels are)     binary/multiclass, hard metric
     per_class    one probability column per class                    columns named after the classes
     labels       one column, the labels above `threshold`, space-separated    multilabel
+    long         one row per image and class (`<image>_<class>`), its probability (or 0/1 for a
+                 hard metric)                                        RSNA intracranial hemorrhage
 """
 import datetime
 import json
@@ -15,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from kit import KitError
-from kit.data import load_classes, load_data
+from kit.data import load_classes, load_data, split_long
 from kit.ensemble import choose, labels_of, load_members
 from kit.files import read_csv, write_csv, write_text
 from kit.metrics import METRICS, class_matrix, hard_labels
@@ -27,6 +29,8 @@ def submission_format(spec, sample, classes):
     values = [str(c) for c in sample.columns[1:]]
     if spec.submission != "auto":
         fmt = spec.submission
+    elif len(values) == 1 and split_long(sample.iloc[:, 0], classes) is not None:
+        fmt = "long"
     elif sorted(values) == sorted(classes):
         fmt = "per_class"
     elif spec.task == "multilabel":
@@ -41,6 +45,9 @@ def submission_format(spec, sample, classes):
     if fmt != "per_class" and len(values) != 1:
         raise KitError(f"submission {fmt} writes one value column; the sample submission has "
                        f"{len(values)}: {', '.join(values)}")
+    if fmt == "long" and split_long(sample.iloc[:, 0], classes) is None:
+        raise KitError(f"submission long: the sample submission's ids are not <image>_<class> with one row "
+                       f"per image and class ({', '.join(classes[:6])})")
     fits = {"probability": ("binary",), "labels": ("multilabel",), "label": ("binary", "multiclass")}
     if spec.task not in fits.get(fmt, (spec.task,)):
         raise KitError(f"submission {fmt} does not fit a {spec.task} task")
@@ -55,18 +62,30 @@ def frame(spec, sample, classes, test_ids, p, params=None):
     decided from probabilities `p` with post-processing `params` (None: as the spec says)."""
     id_column, fmt = sample.columns[0], submission_format(spec, sample, classes)
     position = pd.Series(range(len(test_ids)), index=pd.Index(test_ids))
-    missing = pd.Index(sample[id_column]).difference(position.index)
-    extra = position.index.difference(pd.Index(sample[id_column]))
+    images, row_classes = (split_long(sample[id_column], classes) if fmt == "long" else
+                           (sample[id_column], None))
+    missing = pd.Index(images).difference(position.index)
+    extra = position.index.difference(pd.Index(images))
     if len(missing) or len(extra):
         raise KitError(f"the sample submission's ids do not match the test images: {len(missing)} ids "
                        f"have no prediction{f' (e.g. {missing[0]})' if len(missing) else ''}, {len(extra)} "
                        f"predictions are not in it{f' (e.g. {extra[0]})' if len(extra) else ''}")
-    p = p[position[sample[id_column]].to_numpy()]
+    p = p[position[images].to_numpy()]
     out = pd.DataFrame({id_column: sample[id_column]})
+    hard = METRICS[spec.metric].hard
+    if fmt == "long":  # each row: its image's value for its class
+        column = np.array([classes.index(c) for c in row_classes])
+        if hard:
+            labels = decide(spec, params, p)
+            matrix = labels if labels.ndim == 2 else np.eye(len(classes), dtype=int)[labels]
+        else:
+            matrix = class_matrix(spec.task, decide(spec, params, p) if spec.metric == "log_loss"
+                                  else clipped(spec, p))
+        out[sample.columns[1]] = matrix[np.arange(len(out)), column]
+        return out
     if fmt in ("per_class", "probability"):  # post-processed only where it gives probabilities
         p = decide(spec, params, p) if spec.metric == "log_loss" else clipped(spec, p)
     else:  # labels, post-processed where the metric scores labels
-        hard = METRICS[spec.metric].hard
         labels = decide(spec, params, p) if hard else hard_labels(spec.task, p, spec.threshold)
     if fmt == "per_class":
         matrix = class_matrix(spec.task, p)
@@ -126,12 +145,13 @@ def problems(path, sample, spec, classes):
             found.append(f"ids are in another order than the sample's (first at row {row + 2})")
     fmt = submission_format(spec, sample, classes)
     for column in [c for c in want[1:] if c in got.columns]:
-        found += [f"column {column!r}: {p}" for p in _value_problems(got[column], fmt, classes)]
+        found += [f"column {column!r}: {p}" for p in _value_problems(got[column], fmt, classes,
+                                                                     METRICS[spec.metric].hard)]
     return found
 
 
-def _value_problems(values, fmt, classes):
-    if fmt in ("probability", "per_class"):
+def _value_problems(values, fmt, classes, hard):
+    if fmt in ("probability", "per_class") or fmt == "long" and not hard:
         numbers = pd.to_numeric(values, errors="coerce")
         bad = []
         if numbers.isna().sum():
@@ -144,8 +164,9 @@ def _value_problems(values, fmt, classes):
         if outside.sum():
             bad.append(f"{int(outside.sum())} probabilities are outside [0, 1]")
         return bad
-    if fmt == "label":
-        unknown = values[~values.isin(classes)]
+    if fmt in ("label", "long"):
+        allowed = ["0", "1"] if fmt == "long" else classes
+        unknown = values[~values.isin(allowed)]
         if len(unknown):
             return [f"{len(unknown)} values are not class labels, e.g. {unknown.iloc[0]!r}"]
         return []

@@ -1,0 +1,67 @@
+"""DICOM files (the RSNA and SIIM competitions) to 8-bit RGB: stored values through the modality
+LUT (rescale slope and intercept: Hounsfield units for CT), then a window, MONOCHROME1 inverted.
+
+The window is the spec's `dicom_window` [center, width] when set (the same for every image, as a
+radiologist reads a series), else the file's window (its first) or VOI LUT, else the image's own range.
+Compressed transfer syntaxes are decoded by the plugins pydicom finds (pylibjpeg-openjpeg:
+JPEG 2000; python-gdcm: JPEG lossless and JPEG-LS; pydicom itself: RLE). pydicom is imported
+only when a competition has DICOM files.
+"""
+import numpy as np
+
+from kit.decode import BadImage, as_rgb8
+
+
+def read_dicom(path, window=None):
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    try:
+        ds = pydicom.dcmread(path)
+    except FileNotFoundError:
+        raise BadImage(path, "the file is missing") from None
+    except Exception as e:  # pydicom raises InvalidDicomError, OSError, ValueError, ...
+        raise BadImage(path, f"not a DICOM file ({e})") from None
+    if "PixelData" not in ds:
+        raise BadImage(path, "the DICOM file has no pixel data")
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID", None) if meta is not None else None
+    try:
+        pixels = ds.pixel_array
+    except Exception as e:  # no plugin for the syntax: NotImplementedError, RuntimeError, ...
+        name = f"{syntax.name} ({syntax})" if syntax else "unknown"
+        raise BadImage(path, f"transfer syntax {name}: no installed decoder reads it "
+                             f"({str(e).splitlines()[0][:120]})") from None
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        pixels = pixels[len(pixels) // 2]  # a multi-frame file: its middle frame
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if not photometric.startswith("MONOCHROME"):
+        return as_rgb8(pixels)  # RGB (pydicom converts YBR to RGB)
+    values = apply_modality_lut(pixels, ds).astype(np.float64)
+    if window:
+        gray = _windowed(values, *window)
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        gray = _windowed(values, _first(ds.WindowCenter), _first(ds.WindowWidth))
+    elif "VOILUTSequence" in ds:
+        gray = _stretched(apply_voi_lut(values, ds, index=0))
+    else:
+        gray = _stretched(values)
+    if photometric == "MONOCHROME1":  # white is low: invert so that every image reads alike
+        gray = 255 - gray
+    return as_rgb8(gray)
+
+
+def _first(value):
+    """A window given more than once (several presets): the first."""
+    try:
+        return float(value)
+    except TypeError:
+        return float(value[0])
+
+
+def _windowed(values, center, width):
+    return np.rint(np.clip((values - (center - width / 2)) / width * 255, 0, 255)).astype(np.uint8)
+
+
+def _stretched(values):
+    low, high = float(values.min()), float(values.max())
+    return _windowed(values, (low + high) / 2, max(high - low, 1e-6))

@@ -1,0 +1,274 @@
+"""Images kept as records in containers rather than one file each: rows of pixel values in a CSV
+(Digit Recognizer, Kannada-MNIST; or one cell of space-separated values, the facial expression
+challenge) or in parquet (Bengali.AI), TFRecord examples of encoded images (Flowers on TPUs), HDF5
+entries keyed by id (ISIC 2024), NumPy arrays (.npy, .npz).
+
+An image is named `<container>::<record>`, its row in that container (from 0) or its HDF5 key,
+so the tables, the image cache and skipped.csv treat it as they treat a file's path. Readers open
+a container once per process and read one record at a time (a parquet file a batch of rows), so
+no container is ever loaded whole unless it is a compressed .npz. pyarrow, h5py and TensorFlow's
+example parser are imported only when a competition stores images that way.
+"""
+import csv
+import fnmatch
+import math
+import mmap
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from kit import KitError
+from kit.decode import DICOM_EXTS, BadImage, as_rgb8, pixels_rgb, read_rgb, resized
+
+SEP = "::"
+FORMS = {"pixels": (".csv",), "parquet": (".parquet",), "tfrecord": (".tfrec", ".tfrecord", ".tfrecords"),
+         "hdf5": (".h5", ".hdf5"), "numpy": (".npy", ".npz")}
+FORM_OF = {ext: form for form, exts in FORMS.items() for ext in exts}
+
+
+def pixel_columns(pattern, columns):
+    """The columns holding pixel values, in pixel order (pixel2 before pixel10): those matching the
+    glob `pattern`, or the one column named `pattern` (all values in one cell)."""
+    found = [c for c in columns if fnmatch.fnmatchcase(str(c), pattern)]
+    number = lambda c: int(m.group()) if (m := re.search(r"\d+$", str(c))) else -1
+    return sorted(found, key=lambda c: (number(c), str(c)))
+
+
+class Reader:
+    """Reads an image by its name (a file's path or a record's) as (size, size, 3) uint8 RGB."""
+
+    def __init__(self, pixels="pixel*", shape=(), image="image", window=()):
+        self.settings = dict(pixels=pixels, shape=list(shape), image=image, window=list(window))
+        self._open, self._lock = {}, threading.Lock()
+
+    def read(self, name, size=None):
+        container, sep, key = str(name).rpartition(SEP)
+        form = FORM_OF.get(Path(container).suffix.lower()) if sep else None
+        if form is None and str(name).lower().endswith(DICOM_EXTS):
+            from kit.dicom import read_dicom  # pydicom only when a competition has DICOM files
+            return resized(read_dicom(name, self.settings["window"] or None), size)
+        if form is None:
+            return read_rgb(name, size)
+        with self._lock:
+            if container not in self._open:
+                if not Path(container).is_file():
+                    raise BadImage(name, "the file is missing")
+                self._open[container] = OPENERS[form](container, self.settings)
+        try:
+            return self._open[container].read(name, key, size)
+        except ValueError:  # a record number that is not one: an id no container holds
+            raise BadImage(name, "no such record") from None
+
+
+def reader(spec):
+    return Reader(spec.pixels, spec.image_shape, spec.record_image, spec.dicom_window)
+
+
+def shape_of(count, shape, where):
+    """An image's (H, W[, C]) from its number of pixel values: the spec's, or a square gray one."""
+    if shape:
+        return tuple(shape)
+    side = math.isqrt(count)
+    if side * side != count:
+        raise KitError(f"{where}: {count} pixel values are not a square image: "
+                       f"set image_shape: [height, width]")
+    return side, side
+
+
+def check_shape(path, count, shape):
+    """The spec's image_shape against a table's pixel columns: once, before any image is read."""
+    if shape and count != math.prod(shape):
+        raise KitError(f"{path}: {count} pixel columns; image_shape {'x'.join(map(str, shape))} needs "
+                       f"{math.prod(shape)}")
+    shape_of(count, shape, path)
+
+
+class _CsvRows:
+    """A CSV with one image per row: line offsets found once, a row read by seeking to its line."""
+
+    def __init__(self, path, settings):
+        self.path, self.shape = path, settings["shape"]
+        with open(path, "rb") as f:
+            self.data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        ends = np.flatnonzero(np.frombuffer(self.data, np.uint8) == ord("\n"))
+        starts = np.concatenate([[0], ends + 1])
+        ends = np.concatenate([ends, [len(self.data)]])
+        keep = ends - starts > 1  # blank lines are no rows, as pandas reads it
+        self.starts, self.ends = starts[keep], ends[keep]
+        header = next(csv.reader([self._line(0)]))
+        columns = pixel_columns(settings["pixels"], header)
+        self.cell = len(columns) == 1 and columns[0] == settings["pixels"]
+        self.positions, self.width = [header.index(c) for c in columns], len(header)
+        if not columns:
+            raise KitError(f"{path}: no column matches pixels {settings['pixels']!r} (columns: "
+                           f"{', '.join(header[:8])}{', ...' if len(header) > 8 else ''})")
+        if not self.cell:
+            check_shape(path, len(columns), self.shape)
+
+    def _line(self, k):
+        return self.data[self.starts[k]:self.ends[k]].decode().rstrip("\r")
+
+    def read(self, name, key, size):
+        row = int(key) + 1  # the header is line 0
+        if row >= len(self.starts):
+            raise BadImage(name, "no such row")
+        cells = next(csv.reader([self._line(row)]))
+        where = f"line {row + 1}"
+        try:
+            picked = [cells[i] for i in self.positions]
+            values = np.array(picked[0].split() if self.cell else picked, np.float64)
+        except IndexError:
+            raise BadImage(name, f"{where}: {len(cells)} cells; the header has {self.width}") from None
+        except ValueError as e:
+            raise BadImage(name, f"{where}: a pixel value is not a number ({e})") from None
+        try:
+            return pixels_rgb(name, values, shape_of(values.size, self.shape, name), size)
+        except KitError as e:
+            raise BadImage(name, f"{where}: {e}") from None
+        except BadImage as e:
+            raise BadImage(name, f"{where}: {e.reason}") from None
+
+
+class _Parquet:
+    """A parquet file read as a stream of small batches: the few most recent are kept, so the
+    cache's filling pass (rows in order, a few threads) reads every row group once."""
+
+    BATCH = 64
+
+    def __init__(self, path, settings):
+        import pyarrow.parquet as pq
+        self.file = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+        names = self.file.schema_arrow.names
+        self.columns = pixel_columns(settings["pixels"], names)
+        self.encoded = not self.columns and settings["image"] in names
+        if self.encoded:
+            self.columns = [settings["image"]]
+        elif not self.columns:
+            raise KitError(f"{path}: no column matches pixels {settings['pixels']!r} and none is named "
+                           f"{settings['image']!r} (encoded images)")
+        self.shape = settings["shape"]
+        if not self.encoded:
+            check_shape(path, len(self.columns), self.shape)
+        self.batches, self.stream, self.lock = {}, None, threading.Lock()
+
+    def _batch(self, start):
+        with self.lock:
+            if start not in self.batches:
+                if self.stream is None or self.stream[0] > start:
+                    self.stream = [0, self.file.iter_batches(self.BATCH, columns=self.columns)]
+                while self.stream[0] <= start:
+                    table = next(self.stream[1])
+                    rows = (table.column(0).to_pylist() if self.encoded else
+                            np.column_stack([c.to_numpy(zero_copy_only=False) for c in table.columns]))
+                    self.batches[self.stream[0]] = rows
+                    self.stream[0] += len(rows)
+                    while len(self.batches) > 8:
+                        del self.batches[min(self.batches)]
+            return self.batches[start]
+
+    def read(self, name, key, size):
+        row = int(key)
+        if not 0 <= row < self.file.metadata.num_rows:
+            raise BadImage(name, "no such row")
+        values = self._batch(row - row % self.BATCH)[row % self.BATCH]
+        if self.encoded:
+            return read_rgb(name, size, data=values)
+        return pixels_rgb(name, values, shape_of(values.size, self.shape, name), size)
+
+
+class _TFRecord:
+    """A TFRecord file: record offsets found once from the length headers, a record read by
+    seeking to it and parsed as a tf.train.Example."""
+
+    def __init__(self, path, settings):
+        self.path, self.image = path, settings["image"]
+        self.offsets = [offset for offset, _ in tfrecord_spans(path)]
+
+    def read(self, name, key, size):
+        row = int(key)
+        if not 0 <= row < len(self.offsets):
+            raise BadImage(name, "no such record")
+        with open(self.path, "rb") as f:
+            f.seek(self.offsets[row])
+            length = int.from_bytes(f.read(8), "little")
+            f.seek(4, 1)
+            fields = example_fields(name, f.read(length))
+        if self.image not in fields:
+            raise BadImage(name, f"the record has no feature {self.image!r} (features: {', '.join(fields)})")
+        return read_rgb(name, size, data=fields[self.image])
+
+
+def tfrecord_spans(path):
+    """(offset, length) of each record: 8 bytes of length, 4 of its CRC, the data, 4 of CRC."""
+    spans = []
+    with open(path, "rb") as f:
+        while header := f.read(12):
+            if len(header) < 12:
+                raise KitError(f"{path}: a truncated TFRecord file")
+            length = int.from_bytes(header[:8], "little")
+            spans.append((f.tell() - 12, length))
+            f.seek(length + 4, 1)
+    return spans
+
+
+def example_fields(name, data):
+    """A serialized tf.train.Example as {feature: its first value} (bytes, int or float)."""
+    from tensorflow.core.example.example_pb2 import Example
+    try:
+        example = Example.FromString(data)
+    except Exception as e:  # protobuf's DecodeError
+        raise BadImage(name, f"not a tf.train.Example ({e})") from None
+    fields = {}
+    for key, feature in example.features.feature.items():
+        kind = feature.WhichOneof("kind")
+        values = getattr(feature, kind).value if kind else []
+        fields[key] = values[0] if len(values) else None
+    return fields
+
+
+class _Hdf5:
+    """An HDF5 file of entries keyed by id: encoded image bytes (ISIC 2024) or a pixel array."""
+
+    def __init__(self, path, settings):
+        import h5py
+        self.file, self.lock = h5py.File(path, "r"), threading.Lock()
+
+    def read(self, name, key, size):
+        with self.lock:  # h5py serialises access anyway; the lock keeps its handle to one thread
+            if key not in self.file:
+                raise BadImage(name, "no such entry")
+            value = self.file[key][()]
+        if isinstance(value, (bytes, np.void)) or getattr(value, "ndim", 0) == 1:
+            return read_rgb(name, size, data=value.tobytes() if hasattr(value, "tobytes") else value)
+        return resized(as_rgb8(np.asarray(value)), size)
+
+
+class _Numpy:
+    """A .npy array of images (memory-mapped) or an .npz's array named `image` (loaded whole: a
+    zip cannot be mapped)."""
+
+    def __init__(self, path, settings):
+        if path.endswith(".npz"):
+            with np.load(path) as archive:
+                if settings["image"] not in archive:
+                    raise KitError(f"{path} has no array {settings['image']!r} "
+                                   f"(arrays: {', '.join(archive)}): "
+                                   f"set record_image")
+                self.array = archive[settings["image"]]
+        else:
+            self.array = np.load(path, mmap_mode="r")
+        self.shape = settings["shape"]
+
+    def read(self, name, key, size):
+        row = int(key)
+        if not 0 <= row < len(self.array):
+            raise BadImage(name, "no such row")
+        image = np.asarray(self.array[row])
+        if image.ndim == 1:  # flattened rows
+            image = image.reshape(shape_of(image.size, self.shape, name))
+        return resized(as_rgb8(image), size)
+
+
+OPENERS = {"pixels": _CsvRows, "parquet": _Parquet, "tfrecord": _TFRecord, "hdf5": _Hdf5, "numpy": _Numpy}
