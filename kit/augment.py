@@ -77,6 +77,10 @@ class Augmenter:
         self.pipeline = pipeline
         self._local = threading.local()  # a Compose holds its random state: one per thread
 
+    @property
+    def empty(self):
+        return not self.pipeline["transform"].get("transforms")
+
     def __call__(self, image, *seed):
         compose = getattr(self._local, "compose", None)
         if compose is None:

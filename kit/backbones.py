@@ -54,6 +54,14 @@ def _convnext(variant):
     return Backbone(f"ConvNeXt{variant}", "none", 224, 32, blocks, f"{n}_notop.h5")
 
 
+def _dinov2(variant, hidden, heads):
+    return Backbone(
+        "DINOV2Backbone", "torch", 224, 28, ("embeddings", *(f"encoder/layers_{i}" for i in range(12))),
+        preset=f"kaggle://keras/dinov2/keras/dinov2_{variant}/1",
+        config={"patch_size": 14, "num_layers": 12, "hidden_dim": hidden, "num_heads": heads,
+                "intermediate_dim": 4 * hidden}, step=14)
+
+
 def _densenet(depth):
     blocks = ("conv1_", "conv2_", "pool2_", "pool3_", "pool4_")  # each dense block, the transition before it
     return Backbone(f"DenseNet{depth}", "torch", 224, 32, blocks,
@@ -109,18 +117,8 @@ BACKBONES = {
         preset="kaggle://keras/swin-transformer/keras/swin_tiny_patch4_window7_224/1",
         config={"embed_dim": 96, "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24], "window_size": 7},
         step=224, fixed=True),
-    "dinov2_small": Backbone(
-        "DINOV2Backbone", "torch", 224, 28,
-        ("embeddings", *(f"encoder/layers_{i}" for i in range(12))),
-        preset="kaggle://keras/dinov2/keras/dinov2_small/1",
-        config={"patch_size": 14, "num_layers": 12, "hidden_dim": 384, "num_heads": 6,
-                "intermediate_dim": 1536}, step=14),
-    "dinov2_base": Backbone(
-        "DINOV2Backbone", "torch", 224, 28,
-        ("embeddings", *(f"encoder/layers_{i}" for i in range(12))),
-        preset="kaggle://keras/dinov2/keras/dinov2_base/1",
-        config={"patch_size": 14, "num_layers": 12, "hidden_dim": 768, "num_heads": 12,
-                "intermediate_dim": 3072}, step=14),
+    "dinov2_small": _dinov2("small", 384, 6),
+    "dinov2_base": _dinov2("base", 768, 12),
 }
 
 # A handful spanning the costs, for `make bench` (images/s of each frozen base).

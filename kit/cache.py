@@ -15,6 +15,7 @@ import numpy as np
 from kit import KitError
 from kit.decode import VERSION as DECODER_VERSION
 from kit.decode import BadImage
+from kit.env import worker_count
 from kit.files import atomic_path, locked, write_text
 from kit.records import SEP, Reader, reader
 from kit.runs import cache_dir
@@ -105,7 +106,7 @@ def _decode(paths, size, array, workers, read):
             return e.reason
         if array is not None:
             array[i] = image
-    with ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+    with ThreadPoolExecutor(worker_count(workers)) as pool:
         reasons = list(pool.map(one, range(len(paths))))
     return {p: r for p, r in zip(paths, reasons) if r is not None}
 

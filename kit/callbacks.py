@@ -22,14 +22,15 @@ class Validation(keras.callbacks.Callback):
 
     The pass stops at the pooled features and applies the head here: the loss is computed from
     the head's logits, as Keras' own validation does (probabilities that round to 0 would cap
-    it). `x`: validation images, or their pooled features (`features=True`, cached phases)."""
+    it). `x`: validation images, or their pooled features (`features=True`, cached phases), or
+    what `pooled` (a model to the pooled features) takes (the frozen prefix's outputs)."""
 
-    def __init__(self, x, y, batch_size, task, metric, score, features=False):
+    def __init__(self, x, y, batch_size, task, metric, score, features=False, pooled=None):
         super().__init__()
         self.x, self.y, self.batch_size, self.task = x, y, batch_size, task
         self.metric, self.score, self.features = metric, score, features
         self.loss, self.accuracy = loss_and_accuracy(task, from_logits=True)
-        self.pooled = None
+        self.pooled = pooled
 
     def on_epoch_end(self, epoch, logs=None):
         if self.features:

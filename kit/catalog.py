@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from kit import KitError
-from kit.records import FORMS, SEP, example_fields, pixel_columns, tfrecord_spans
+from kit.decode import BadImage
+from kit.records import FORMS, MISSING, SEP, example_fields, pixel_columns, tfrecord_spans
 
 
 def containers(root, patterns, form):
@@ -32,38 +33,48 @@ def containers(root, patterns, form):
     return found
 
 
-def catalog(root, patterns, form, spec, fields=()):
-    """DataFrame(id, path, *fields) of every record in the containers, ids as text."""
-    frames, counted = [], 0
+def catalog(root, patterns, form, spec, fields=(), image=None):
+    """DataFrame(id, path, *fields) of every record in the containers, ids as text; its
+    attrs["numbered"] says whether ids are record numbers. `image`: the .npz array of the
+    images (default record_image)."""
+    frames, counted, numbered = [], 0, False
     for path in containers(root, patterns, form):
         wanted = [f for f in dict.fromkeys([spec.id_column, *fields]) if f]
-        table = LISTERS[form](path, spec, wanted)
+        try:
+            table = LISTERS[form](path, spec, wanted, image or spec.record_image)
+        except BadImage as e:  # a record whose fields cannot be read at all
+            raise KitError(f"{e.path}: {e.reason}") from None
+        keys = table.pop("_key")
         missing = [f for f in fields if f not in table.columns]
-        if missing:
+        if missing and len(table):  # an empty shard has no fields to check
             raise KitError(f"{path}: its records have no field {missing[0]!r} "
-                           f"(fields: {', '.join(map(str, table.columns)) or 'none'})")
-        names = [f"{path}{SEP}{k}" for k in table.pop("_key")]
+                           f"(fields: {', '.join(map(repr, table.columns)) or 'none'})")
+        names = [f"{path}{SEP}{k}" for k in keys]
         for f in table.columns:
             if table[f].isna().any():
                 raise KitError(f"{names[int(np.flatnonzero(table[f].isna().to_numpy())[0])]}: the record has "
                                f"no field {f!r}")
         if spec.id_column not in table.columns:
             table[spec.id_column] = [str(spec.first_id + counted + k) for k in range(len(table))]
+            numbered = True
         counted += len(table)
         frames.append(pd.DataFrame({"id": table[spec.id_column].astype(str).to_numpy(), "path": names,
-                                    **{f: table[f].to_numpy() for f in fields}}))
-    return pd.concat(frames, ignore_index=True)
+                                    **{f: table[f].to_numpy() if f in table else [] for f in fields}}))
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs["numbered"] = numbered
+    return out
 
 
-def _pixels(path, spec, wanted):
-    header = pd.read_csv(path, nrows=0).columns
+def _pixels(path, spec, wanted, image):
+    header = pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns
     pixels = set(pixel_columns(spec.pixels, header))
     columns = [c for c in header if c not in pixels and c in wanted]
-    table = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=columns or header[:1])  # rows counted
+    table = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=columns or header[:1],  # rows counted
+                        encoding="utf-8-sig")
     return table[columns].assign(_key=range(len(table)))
 
 
-def _parquet(path, spec, wanted):
+def _parquet(path, spec, wanted, image):
     import pyarrow.parquet as pq
     names = pq.ParquetFile(path).schema_arrow.names
     columns = [c for c in wanted if c in names]
@@ -72,7 +83,7 @@ def _parquet(path, spec, wanted):
     return table.astype(str).assign(_key=range(len(table)))
 
 
-def _tfrecord(path, spec, wanted):
+def _tfrecord(path, spec, wanted, image):
     rows = []
     with open(path, "rb") as f:
         for k, (offset, length) in enumerate(tfrecord_spans(path)):
@@ -83,20 +94,23 @@ def _tfrecord(path, spec, wanted):
         _key=range(len(rows)))
 
 
-def _hdf5(path, spec, wanted):
+def _hdf5(path, spec, wanted, image):
     import h5py
     with h5py.File(path, "r") as f:
         keys = list(f.keys())
     return pd.DataFrame({spec.id_column: keys, "_key": keys})
 
 
-def _numpy(path, spec, wanted):
+def _numpy(path, spec, wanted, image):
     if path.suffix == ".npy":
         return pd.DataFrame({"_key": range(len(np.load(path, mmap_mode="r")))})
     with np.load(path) as archive:
-        n = len(archive[spec.record_image]) if spec.record_image in archive else 0
+        if image not in archive:
+            raise KitError(f"{path} has no array {image!r} (arrays: {', '.join(map(repr, archive))}): set "
+                           f"record_image (test_record_image for the test images)")
+        n = len(archive[image])
         columns = {f: [_text(v) for v in archive[f]] for f in wanted if f in archive and len(archive[f]) == n}
-    return pd.DataFrame({**columns, "_key": range(n)})
+    return pd.DataFrame({**columns, "_key": [f"{image}/{k}" for k in range(n)]})
 
 
 def _text(value):
@@ -106,3 +120,46 @@ def _text(value):
 
 
 LISTERS = {"pixels": _pixels, "parquet": _parquet, "tfrecord": _tfrecord, "hdf5": _hdf5, "numpy": _numpy}
+
+
+def image_form(spec, side):
+    return spec.image_form if side == "train" else spec.test_image_form or spec.image_form
+
+
+def container_files(spec, side):
+    """The globs of the containers holding a side's images (a pixel table: by default the labels
+    CSV for train, test.csv for test)."""
+    form = image_form(spec, side)
+    patterns = spec.train_files if side == "train" else spec.test_files
+    if not patterns and form == "pixels":
+        return [spec.train_csv if side == "train" else "test.csv"]
+    if not patterns:
+        raise KitError(f"{side}_files: name the {form} files holding the {side} images "
+                       f"(globs in the data folder)")
+    return [patterns] if isinstance(patterns, str) else patterns
+
+
+def locate(spec, root, ids, side):
+    """(the record name of each id, the names of the records no id asks for). Records numbered
+    (no id field) either all line up with the ids or the numbering is off: any id beyond them is
+    an error (first_id); a few ids missing from keyed records (an HDF5 entry, a TFRecord id) are
+    skipped in training, as missing files are."""
+    patterns = container_files(spec, side)
+    image = spec.record_image if side == "train" else spec.test_record_image or spec.record_image
+    table = catalog(root, patterns, image_form(spec, side), spec, image=image)
+    ids, listed = [str(i) for i in ids], ", ".join(patterns)
+    repeated = table["id"][table["id"].duplicated()]
+    if len(repeated):
+        raise KitError(f"the {side} images ({listed}): id {repeated.iloc[0]!r} is held by more than one "
+                       f"record")
+    name_of = dict(zip(table["id"], table["path"]))
+    missing = [i for i in ids if i not in name_of]
+    if missing and (side == "test" or table.attrs["numbered"] or len(missing) > len(ids) / 2):
+        numbered = (f"; the records have no {spec.id_column!r} field, so they are numbered "
+                    f"{table['id'].iloc[0]}..{table['id'].iloc[-1]} from first_id ({spec.first_id})"
+                    if table.attrs["numbered"] and len(table) else "")
+        raise KitError(f"{len(missing)} of {len(ids)} {side} ids have no image in {listed}, e.g. "
+                       f"{missing[0]!r}: check id_column{numbered}")
+    asked = set(ids)
+    names = [name_of.get(i) or f"{root / patterns[0]}{SEP}{MISSING}{i}" for i in ids]
+    return names, [p for i, p in name_of.items() if i not in asked]

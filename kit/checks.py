@@ -25,6 +25,7 @@ CHOICES = {
     "decay": ("constant", "cosine", "plateau"),
     "submission": ("auto", "probability", "label", "per_class", "labels", "long"),
     "image_cache": ("auto", "memory", "disk", "off"),
+    "prefix_cache": ("auto", "on", "off"),
     "postprocess": ("auto", "on", "off"),
     "loss": ("crossentropy", "focal"),
     "class_weight": ("none", "balanced"),
@@ -37,7 +38,9 @@ def validate(spec):
         values = [getattr(p, key) for p in spec.schedule] if key == "decay" else [getattr(spec, key)]
         for value in values:
             if value not in allowed:
-                raise KitError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+                shown = ", ".join(repr(a) if a == "" else a for a in allowed)
+                raise KitError(f"{key}: {value!r} is not one of {shown}"
+                               f"{suggest(str(value), [a for a in allowed if a])}")
     for name in spec.backbones:
         check_backbone(name)
     if spec.task not in METRICS[spec.metric].tasks:
@@ -125,6 +128,9 @@ def _validate_forms(spec):
     if len(spec.image_shape) not in (0, 2, 3) or any(d < 1 for d in spec.image_shape) or \
             len(spec.image_shape) == 3 and spec.image_shape[2] not in (1, 3, 4):
         raise KitError(f"image_shape: {spec.image_shape} is not [height, width] or [height, width, 1|3|4]")
+    if "parquet" in (spec.image_form, spec.test_image_form) and spec.image_cache == "off":
+        raise KitError("image_cache: off reads images out of order, one at a time; parquet is read in order, "
+                       "a batch of rows at a time: cache parquet images (auto, memory or disk)")
     if spec.dicom_window and (len(spec.dicom_window) != 2 or spec.dicom_window[1] <= 0):
         raise KitError(f"dicom_window: {spec.dicom_window} is not [center, width] with a positive width")
 

@@ -65,12 +65,13 @@ class Spec:
     image_form: str = "files"  # files (one per image: JPEG, PNG, ..., DICOM) | pixels (CSV rows of
     #                            pixel values) | parquet | tfrecord | hdf5 (entries keyed by id) | numpy
     test_image_form: str = ""  # when test images are stored otherwise ("" = image_form)
-    train_files: list[str] = field(default_factory=list)  # globs of the containers of the train images
-    test_files: list[str] = field(default_factory=list)  # ... and of the test images (pixels: test.csv)
+    train_files: list[str] | str = field(default_factory=list)  # globs of the containers of the train images
+    test_files: list[str] | str = field(default_factory=list)  # ... and of the test images (pixels: test.csv)
     pixels: str = "pixel*"  # pixels/parquet: the pixel columns (a glob) or the one column holding them
     image_shape: list[int] = field(default_factory=list)  # [H, W] or [H, W, C] of a pixel row
     #                                                       (default: a square grayscale image)
     record_image: str = "image"  # the TFRecord feature, .npz array or parquet column of the images
+    test_record_image: str = ""  # the .npz array of the test images, when one file holds both (x_test)
     first_id: int = 1  # records without an id_column field are numbered from this (Digit Recognizer: 1)
     dicom_window: list[float] = field(default_factory=list)  # [center, width]; default: each file's own
     train_csv: str = "train.csv"
@@ -123,12 +124,15 @@ class Spec:
     accumulate: int = 1  # gradient accumulation: one optimizer step every this many batches
     mixup: float = 0.0  # MixUp's alpha: each training batch blended with itself shuffled (0: off) ...
     cutmix: float = 0.0  # ... or CutMix's: a box of another image pasted in, labels mixed by area
-    workers: int = 0  # parallel image decoders; 0 = tf.data's autotune
+    workers: int = 0  # threads decoding and augmenting images: 0 = one per core (more are capped)
     # Speed: what is computed once and kept.
     image_cache: str = "auto"  # decoded, resized images: auto (memory up to cache_mb, else disk),
     #                            memory, disk (runs/<slug>/cache/, shared by folds), off
     feature_cache: bool = True  # head-only phases train on the frozen base's outputs, computed once
     feature_copies: int = 0  # ... for the images and this many augmented copies (epoch e: copy e % (n+1))
+    prefix_cache: str = "auto"  # top:K phases train on the frozen part's outputs below the opened
+    #                             blocks, computed once: auto (when augmentation would only come
+    #                             through feature_copies: none, or copies) | on | off
     cache_mb: int = 2048  # in-memory caches above this size go to disk
     mixed_precision: str = "auto"  # auto (on with a GPU/TPU) | off | float16 | bfloat16
     jit_compile: str = "auto"  # XLA: auto (on with a GPU/TPU) | on | off

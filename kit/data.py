@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 
 from kit import KitError
-from kit.catalog import catalog
+from kit.catalog import catalog, container_files, image_form, locate
 from kit.decode import IMAGE_EXTS
 from kit.demo import generate
 from kit.files import read_csv
-from kit.records import SEP, pixel_columns
+from kit.records import pixel_columns
 
 
 @dataclass
@@ -25,66 +25,39 @@ class Data:
     groups: np.ndarray | None
     test: pd.DataFrame  # id, path
     unlabelled: list = field(default_factory=list)  # images in the train containers without a label
+    notes: list = field(default_factory=list)  # what was made of the data as it is, for the log
 
 
 def load_data(spec):
     root = _root(spec)
-    ids, labels, groups = _train_labels(spec, root)
-    _unique(ids, _labels_file(spec, root))
+    notes = []
+    ids, labels, groups = _train_labels(spec, root, notes)
+    _unique(ids, root / (spec.train_csv if spec.layout in ("csv", "long") else spec.train_dir
+                         if spec.layout in ("folders", "filename") else container_files(spec, "train")[0]))
     classes, y = _encode(spec, labels, _where(spec, root, ids))
     train_paths, unlabelled = _locate(spec, root, ids, "train")
-    train = pd.DataFrame({"id": ids, "path": train_paths})
-    return Data(classes, train, y, groups, load_test(spec), unlabelled)
+    train, test = pd.DataFrame({"id": ids, "path": train_paths}), load_test(spec)
+    shared = set(train["path"]).intersection(test["path"])
+    if shared:
+        raise KitError(f"{len(shared)} images are both train and test images, e.g. {next(iter(shared))}: "
+                       f"check "
+                       f"train_files and test_files (an .npz: test_record_image)")
+    return Data(classes, train, y, groups, test, unlabelled, notes)
 
 
 def load_classes(spec):
     """The class names in output order, from the labels alone (no image is looked up)."""
     root = _root(spec)
-    ids, labels, _ = _train_labels(spec, root)
+    ids, labels, _ = _train_labels(spec, root, [])
     return _encode(spec, labels, _where(spec, root, ids))[0]
-
-
-def test_form(spec):
-    return spec.test_image_form or spec.image_form
-
-
-def _files(spec, side):
-    """The globs of the containers holding a side's images (a pixel table: by default the labels
-    CSV for train, test.csv for test)."""
-    form = spec.image_form if side == "train" else test_form(spec)
-    patterns = spec.train_files if side == "train" else spec.test_files
-    if not patterns and form == "pixels":
-        return [spec.train_csv if side == "train" else "test.csv"]
-    if not patterns:
-        raise KitError(f"{side}_files: name the {form} files holding the {side} images "
-                       f"(globs in the data folder)")
-    return patterns
-
-
-def _labels_file(spec, root):
-    return root / (spec.train_csv if spec.layout in ("csv", "long") else
-                   spec.train_dir if spec.layout in ("folders", "filename") else _files(spec, "train")[0])
 
 
 def _locate(spec, root, ids, side):
     """(the image name of each id, the names of the images no id asks for)."""
-    form = spec.image_form if side == "train" else test_form(spec)
-    if form == "files":
+    if image_form(spec, side) == "files":
         folder = spec.train_dir if side == "train" else spec.test_dir
         return _image_paths(root, folder, ids, spec.image_ext, side), []
-    table = catalog(root, _files(spec, side), form, spec)
-    _unique(table["id"].tolist(), f"the {side} images ({', '.join(_files(spec, side))})")
-    name_of = dict(zip(table["id"], table["path"]))
-    paths = [name_of.get(str(i)) for i in ids]
-    missing = [str(i) for i, p in zip(ids, paths) if p is None]
-    if missing and (side == "test" or len(missing) > len(ids) / 2):
-        raise KitError(f"{len(missing)} of {len(ids)} {side} ids have no image in "
-                       f"{', '.join(_files(spec, side))}, "
-                       f"e.g. {missing[0]!r}: check id_column{' and first_id' if spec.first_id != 1 else ''}")
-    # A missing one is named in the first container, whose reader says "no such record".
-    paths = [p or f"{root / _files(spec, side)[0]}{SEP}{i}" for i, p in zip(ids, paths)]
-    asked = set(map(str, ids))
-    return paths, [p for i, p in name_of.items() if i not in asked]
+    return locate(spec, root, ids, side)
 
 
 def load_test(spec):
@@ -130,13 +103,13 @@ def _columns(frame, names, path):
             raise KitError(f"{path} has no column {name!r} (columns: {', '.join(frame.columns)})")
 
 
-def _train_labels(spec, root):
+def _train_labels(spec, root, notes):
     """(ids, labels, groups): labels are one str per image, a list per image (multilabel), or a
     0/1 DataFrame when the spec names one target column per class (or the labels are long)."""
     if spec.group_column and spec.layout not in ("csv", "records"):
         raise KitError("group_column needs layout csv or records (groups come from the labels)")
     if spec.layout == "long":
-        return _long_labels(spec, root)
+        return _long_labels(spec, root, notes)
     targets = spec.target_column if isinstance(spec.target_column, list) else [spec.target_column]
     wanted = [*targets] + ([spec.group_column] if spec.group_column else [])
     if spec.layout in ("csv", "records"):
@@ -148,7 +121,7 @@ def _train_labels(spec, root):
             ids = (frame[spec.id_column] if spec.id_column in frame.columns else
                    pd.Series(range(spec.first_id, spec.first_id + len(frame))).astype(str)).tolist()
         else:
-            frame = catalog(root, _files(spec, "train"), spec.image_form, spec, wanted)
+            frame = catalog(root, container_files(spec, "train"), spec.image_form, spec, wanted)
             ids = frame["id"].tolist()
         groups = frame[spec.group_column].to_numpy() if spec.group_column else None
         if isinstance(spec.target_column, list):
@@ -200,16 +173,26 @@ def split_long(ids, classes):
         images.append(i[:-len(c) - 1])
         names.append(c)
     pairs = pd.DataFrame({"image": images, "class": names})
-    if pairs.duplicated().any() or len(pairs) != pairs["image"].nunique() * len(classes):
-        return None
+    n_images = pairs["image"].nunique()
+    if pairs.duplicated().any() or len(pairs) != n_images * len(classes) or n_images < 2 < len(pairs):
+        return None  # n_images < 2: ids Test_0..Test_11 with classes 0..11 are not one image's rows
     return images, names
 
 
-def _long_labels(spec, root):
-    """Labels in long format: one row per image and class, `<image>_<class>` and 0/1."""
+def _long_labels(spec, root, notes):
+    """Labels in long format: one row per image and class, `<image>_<class>` and 0/1. Rows
+    repeated as they are (RSNA's stage_2_train.csv has some) are dropped and said."""
     path = root / spec.train_csv
     frame = read_csv(path, "labels CSV")
     _columns(frame, [spec.id_column, spec.target_column], path)
+    repeated = frame.duplicated([spec.id_column, spec.target_column])
+    if repeated.any():
+        notes.append(f"{path}: {int(repeated.sum())} repeated rows dropped, e.g. "
+                     f"{frame[spec.id_column][repeated].iloc[0]!r}")
+        frame = frame[~repeated].reset_index(drop=True)
+    conflicting = frame[spec.id_column][frame[spec.id_column].duplicated()]
+    if len(conflicting):
+        raise KitError(f"{path}: id {conflicting.iloc[0]!r} has rows with different labels")
     ids = frame[spec.id_column].astype(str)
     classes = spec.classes or sorted({i.rpartition("_")[2] for i in ids if "_" in i})
     split = split_long(ids, classes)
@@ -286,8 +269,9 @@ def _test_ids(spec, root):
                                f"and class")
             ids = pd.unique(pd.Series(split[0])).tolist() if split else ids
         return ids
-    if test_form(spec) != "files":
-        return catalog(root, _files(spec, "test"), test_form(spec), spec)["id"].tolist()
+    if image_form(spec, "test") != "files":
+        return catalog(root, container_files(spec, "test"), image_form(spec, "test"), spec,
+                       image=spec.test_record_image or spec.record_image)["id"].tolist()
     folder = root / spec.test_dir
     if not folder.is_dir():
         raise KitError(f"no test image folder {folder}")

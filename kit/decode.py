@@ -62,6 +62,9 @@ def pixels_rgb(name, values, shape, size=None):
         low, high = values.min(), values.max()
         if low < 0 or high > 255:
             raise BadImage(name, f"pixel value {high if high > 255 else low:g} is outside 0-255")
+        fractional = values[values != np.round(values)]
+        if fractional.size:
+            raise BadImage(name, f"pixel value {fractional[0]:g} is not a whole number")
     return resized(as_rgb8(values.reshape(shape).astype(np.uint8)), size)
 
 
@@ -93,8 +96,13 @@ def _gray8(a):
 
 
 def _cv2_rgb8(path, data=None):
-    a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if data is None else \
-        cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if data is not None and not len(data):
+        raise BadImage(path, "the image bytes are empty")
+    try:
+        a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if data is None else \
+            cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:
+        raise BadImage(path, f"not an image ({str(e).strip().splitlines()[-1][:100]})") from None
     if a is None:
         raise BadImage(path, "not an image file")
     if a.ndim == 2:

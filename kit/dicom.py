@@ -16,21 +16,29 @@ def read_dicom(path, window=None):
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, force=True)  # files without the 128-byte preamble too
     except FileNotFoundError:
         raise BadImage(path, "the file is missing") from None
     except Exception as e:  # pydicom raises InvalidDicomError, OSError, ValueError, ...
         raise BadImage(path, f"not a DICOM file ({e})") from None
-    if "PixelData" not in ds:
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise BadImage(path, "the DICOM file has no pixel data")
     meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID", None) if meta is not None else None
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax is None:  # a bare dataset (no file meta): the encoding it was read in
+        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+        ds.file_meta = meta if meta is not None else pydicom.dataset.FileMetaDataset()
+        syntax = ImplicitVRLittleEndian if ds.original_encoding[0] else ExplicitVRLittleEndian
+        ds.file_meta.TransferSyntaxUID = syntax
     try:
         pixels = ds.pixel_array
-    except Exception as e:  # no plugin for the syntax: NotImplementedError, RuntimeError, ...
-        name = f"{syntax.name} ({syntax})" if syntax else "unknown"
-        raise BadImage(path, f"transfer syntax {name}: no installed decoder reads it "
-                             f"({str(e).splitlines()[0][:120]})") from None
+    except Exception as e:  # no plugin: NotImplementedError; broken data: ValueError, ...
+        name = f"{syntax.name} ({syntax})"
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        if isinstance(e, NotImplementedError) or "plugin" in reason or "not supported" in reason:
+            raise BadImage(path, f"transfer syntax {name}: no installed decoder reads it "
+                                 f"({reason})") from None
+        raise BadImage(path, f"its pixel data cannot be decoded ({reason})") from None
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         pixels = pixels[len(pixels) // 2]  # a multi-frame file: its middle frame
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))

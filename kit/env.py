@@ -131,3 +131,13 @@ def missing_weights(backbone, entry, reason):
             f"nor under {kaggle_root() / 'input'}, and downloading it failed ({why}). "
             f"Attach a dataset holding it (e.g. the public keras-pretrained-models; spec key "
             f"kernel_datasets), or set weights: <path of the file>")
+
+
+def cores():
+    """The cores this process may run on (a container's limit, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def worker_count(workers):
+    """`workers` threads for images (0: one per core), never more than the cores."""
+    return min(workers or cores(), cores())

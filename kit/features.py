@@ -1,17 +1,21 @@
-"""Head-only phases on cached features. With the base frozen, an image's pooled base output never
-changes: it is computed once (for the images as they are, and for `feature_copies` augmented
-copies) and the head trains on it, far faster than end to end (kit/inputs.feature_stream).
+"""Outputs of a frozen part of the model, computed once and trained on. With the base frozen, an
+image's pooled base output never changes: a head-only phase trains the head on it (head_of). In a
+`top:K` phase the part below the opened blocks is frozen: the phase trains on its output at the
+cut (kit/prefix.py). Either is computed for the images as they are and for `feature_copies`
+augmented copies (epoch e reads copy e mod (copies + 1), kit/inputs.feature_stream).
 
-The head model shares its layers with the full model, so training it trains the full model's
-head; it also shares the full model's optimizer, so checkpoints and resuming work unchanged.
+The trained model shares its layers with the full model, so training it trains the full model;
+it also shares the full model's optimizer, so checkpoints and resuming work unchanged.
 """
 import math
 import os
+import shutil
 import tempfile
 
 import keras
 import numpy as np
 
+from kit import KitError
 from kit.augment import COPY_EPOCH, augmented_views
 from kit.inputs import eval_batches
 
@@ -22,31 +26,58 @@ def head_of(model):
     return keras.Model(inputs, model.get_layer("head")(model.get_layer("dropout")(inputs)))
 
 
-def extract(model, images, indices, batch_size, views, limit_mb, workers=0):
-    """(views, images, channels) float32 pooled base outputs, batch by batch: in memory when
-    under `limit_mb`, else in a temporary file (deleted with the array)."""
-    pooled = keras.Model(model.inputs, model.get_layer("pool").output)
-    shape = (len(views), len(indices), pooled.output.shape[-1])
-    if math.prod(shape) * 4 <= limit_mb * 2**20:
-        out = np.empty(shape, np.float32)
+def pooled_of(model):
+    return keras.Model(model.inputs, model.get_layer("pool").output)
+
+
+def cache_bytes(net, n_images, n_views):
+    """What `extract` keeps: views x images x the output's size, in the precision it computes."""
+    shape = net.outputs[0].shape[1:]
+    return n_views * n_images * math.prod(shape) * np.dtype(net.outputs[0].dtype).itemsize
+
+
+def room(nbytes, limit_mb, folder=None):
+    """Where `nbytes` of outputs go: memory under `limit_mb`, else a file in `folder` (the
+    system's temporary folder); one line, before any work, when the disk has no room."""
+    if nbytes <= limit_mb * 2**20:
+        return "memory"
+    folder = folder or tempfile.gettempdir()
+    os.makedirs(folder, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if nbytes > free:
+        raise KitError(f"the cached outputs need {nbytes / 2**30:.1f} GiB on disk and {folder} has "
+                       f"{free / 2**30:.1f} GiB free: free some, or set prefix_cache: off or fewer "
+                       f"feature_copies")
+    return folder
+
+
+def extract(net, images, indices, batch_size, views, limit_mb, workers=0, folder=None):
+    """(views, images, *output shape) outputs of `net` (a frozen part of the model), batch by
+    batch, in the precision it computes: in memory when under `limit_mb`, else in a file (deleted
+    with the array)."""
+    shape = (len(views), len(indices), *net.outputs[0].shape[1:])
+    dtype = np.dtype(net.outputs[0].dtype)
+    where = room(cache_bytes(net, len(indices), len(views)), limit_mb, folder)
+    if where == "memory":
+        out = np.empty(shape, dtype)
     else:
-        fd, path = tempfile.mkstemp(suffix=".npy")
-        out = np.lib.format.open_memmap(path, "w+", np.float32, shape)
+        fd, path = tempfile.mkstemp(suffix=".npy", dir=where)
+        out = np.lib.format.open_memmap(path, "w+", dtype, shape)
         os.close(fd)
         os.unlink(path)  # the mapping lives on; the disk space goes with it
     for v, view in enumerate(views):
         start = 0
         for x in eval_batches(images, indices, batch_size, workers=workers, view=view, pad=True):
-            values = keras.ops.convert_to_numpy(pooled.predict_on_batch(x))[:len(indices) - start]
+            values = keras.ops.convert_to_numpy(net.predict_on_batch(x))[:len(indices) - start]
             out[v, start:start + len(values)] = values
             start += len(values)
     return out
 
 
-def fold_features(spec, model, fold, augment, batch_size):
-    """(training features of the images and their `feature_copies` augmented copies, validation
-    features) of a fold (kit/folds.Fold)."""
+def fold_features(spec, net, fold, augment, batch_size, folder=None):
+    """(outputs of `net` for the fold's training images and their `feature_copies` augmented
+    copies, for its validation images)."""
     views = [None, *augmented_views(augment, spec.seed, COPY_EPOCH, spec.feature_copies)]
-    train = extract(model, fold.images, fold.train_idx, batch_size, views, spec.cache_mb, spec.workers)
-    val = extract(model, fold.images, fold.val_idx, batch_size, [None], spec.cache_mb, spec.workers)[0]
+    train = extract(net, fold.images, fold.train_idx, batch_size, views, spec.cache_mb, spec.workers, folder)
+    val = extract(net, fold.images, fold.val_idx, batch_size, [None], spec.cache_mb, spec.workers, folder)[0]
     return train, val

@@ -13,7 +13,6 @@ import csv
 import fnmatch
 import math
 import mmap
-import re
 import threading
 from pathlib import Path
 
@@ -23,17 +22,21 @@ from kit import KitError
 from kit.decode import DICOM_EXTS, BadImage, as_rgb8, pixels_rgb, read_rgb, resized
 
 SEP = "::"
+MISSING = "no image for id "  # the record part of an id's name when no container holds it
 FORMS = {"pixels": (".csv",), "parquet": (".parquet",), "tfrecord": (".tfrec", ".tfrecord", ".tfrecords"),
          "hdf5": (".h5", ".hdf5"), "numpy": (".npy", ".npz")}
 FORM_OF = {ext: form for form, exts in FORMS.items() for ext in exts}
 
 
 def pixel_columns(pattern, columns):
-    """The columns holding pixel values, in pixel order (pixel2 before pixel10): those matching the
-    glob `pattern`, or the one column named `pattern` (all values in one cell)."""
-    found = [c for c in columns if fnmatch.fnmatchcase(str(c), pattern)]
-    number = lambda c: int(m.group()) if (m := re.search(r"\d+$", str(c))) else -1
-    return sorted(found, key=lambda c: (number(c), str(c)))
+    """The columns holding pixel values, in the file's order (row by row, as every pixel table
+    is written): those matching the glob `pattern`, or the one column named `pattern` (all values
+    in one cell). Names are matched without surrounding spaces (FER2013's " pixels")."""
+    return [c for c in columns if fnmatch.fnmatchcase(str(c).strip(), pattern.strip())]
+
+
+def quoted(names, n=8):
+    return ", ".join(repr(str(c)) for c in names[:n]) + (", ..." if len(names) > n else "")
 
 
 class Reader:
@@ -51,15 +54,14 @@ class Reader:
             return resized(read_dicom(name, self.settings["window"] or None), size)
         if form is None:
             return read_rgb(name, size)
+        if key.startswith(MISSING):
+            raise BadImage(name, f"no record in the {form} files has this id")
         with self._lock:
             if container not in self._open:
                 if not Path(container).is_file():
                     raise BadImage(name, "the file is missing")
                 self._open[container] = OPENERS[form](container, self.settings)
-        try:
-            return self._open[container].read(name, key, size)
-        except ValueError:  # a record number that is not one: an id no container holds
-            raise BadImage(name, "no such record") from None
+        return self._open[container].read(name, key, size)
 
 
 def reader(spec):
@@ -97,13 +99,13 @@ class _CsvRows:
         ends = np.concatenate([ends, [len(self.data)]])
         keep = ends - starts > 1  # blank lines are no rows, as pandas reads it
         self.starts, self.ends = starts[keep], ends[keep]
-        header = next(csv.reader([self._line(0)]))
+        header = next(csv.reader([self._line(0).removeprefix("\ufeff")]))  # a BOM, as pandas drops it
         columns = pixel_columns(settings["pixels"], header)
-        self.cell = len(columns) == 1 and columns[0] == settings["pixels"]
+        self.cell = len(columns) == 1 and columns[0].strip() == settings["pixels"].strip()
         self.positions, self.width = [header.index(c) for c in columns], len(header)
         if not columns:
             raise KitError(f"{path}: no column matches pixels {settings['pixels']!r} (columns: "
-                           f"{', '.join(header[:8])}{', ...' if len(header) > 8 else ''})")
+                           f"{quoted(header)})")
         if not self.cell:
             check_shape(path, len(columns), self.shape)
 
@@ -118,11 +120,14 @@ class _CsvRows:
         where = f"line {row + 1}"
         try:
             picked = [cells[i] for i in self.positions]
-            values = np.array(picked[0].split() if self.cell else picked, np.float64)
+            picked = picked[0].split() if self.cell else picked
+            values = np.array(picked, np.float64)
         except IndexError:
             raise BadImage(name, f"{where}: {len(cells)} cells; the header has {self.width}") from None
-        except ValueError as e:
-            raise BadImage(name, f"{where}: a pixel value is not a number ({e})") from None
+        except ValueError:
+            bad = next(v for v in picked if not _number(v))
+            raise BadImage(name, f"{where}: " + (f"pixel value {bad!r} is not a number" if bad.strip()
+                                                 else "a pixel value is empty")) from None
         try:
             return pixels_rgb(name, values, shape_of(values.size, self.shape, name), size)
         except KitError as e:
@@ -131,11 +136,18 @@ class _CsvRows:
             raise BadImage(name, f"{where}: {e.reason}") from None
 
 
-class _Parquet:
-    """A parquet file read as a stream of small batches: the few most recent are kept, so the
-    cache's filling pass (rows in order, a few threads) reads every row group once."""
+def _number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
-    BATCH = 64
+
+class _Parquet:
+    """A parquet file read as a stream of batches of about 32 MB: the few most recent are kept,
+    so the cache's filling pass (rows in order, a few threads) reads the file once. (Reading
+    rows out of order restarts the stream: parquet images must be cached, kit/checks.py.)"""
 
     def __init__(self, path, settings):
         import pyarrow.parquet as pq
@@ -151,30 +163,35 @@ class _Parquet:
         self.shape = settings["shape"]
         if not self.encoded:
             check_shape(path, len(self.columns), self.shape)
+        self.batch = 256 if self.encoded else max(64, (32 << 20) // len(self.columns))
         self.batches, self.stream, self.lock = {}, None, threading.Lock()
 
     def _batch(self, start):
         with self.lock:
             if start not in self.batches:
                 if self.stream is None or self.stream[0] > start:
-                    self.stream = [0, self.file.iter_batches(self.BATCH, columns=self.columns)]
+                    self.stream = [0, self.file.iter_batches(self.batch, columns=self.columns)]
                 while self.stream[0] <= start:
                     table = next(self.stream[1])
                     rows = (table.column(0).to_pylist() if self.encoded else
                             np.column_stack([c.to_numpy(zero_copy_only=False) for c in table.columns]))
                     self.batches[self.stream[0]] = rows
                     self.stream[0] += len(rows)
-                    while len(self.batches) > 8:
-                        del self.batches[min(self.batches)]
+                    while len(self.batches) > 3:  # the oldest read goes first
+                        del self.batches[next(iter(self.batches))]
             return self.batches[start]
 
     def read(self, name, key, size):
         row = int(key)
         if not 0 <= row < self.file.metadata.num_rows:
             raise BadImage(name, "no such row")
-        values = self._batch(row - row % self.BATCH)[row % self.BATCH]
+        values = self._batch(row - row % self.batch)[row % self.batch]
         if self.encoded:
-            return read_rgb(name, size, data=values)
+            data = values.get("bytes") if isinstance(values, dict) else values  # Hugging Face: {bytes, path}
+            if not isinstance(data, bytes):
+                raise BadImage(name, f"column {self.columns[0]!r} holds {type(values).__name__}, not image "
+                                     f"bytes")
+            return read_rgb(name, size, data=data)
         return pixels_rgb(name, values, shape_of(values.size, self.shape, name), size)
 
 
@@ -201,13 +218,18 @@ class _TFRecord:
 
 
 def tfrecord_spans(path):
-    """(offset, length) of each record: 8 bytes of length, 4 of its CRC, the data, 4 of CRC."""
-    spans = []
+    """(offset, length) of each record: 8 bytes of length, 4 of its CRC, the data, 4 of CRC.
+    (The CRCs are not checked: a flipped bit in an image is the decoder's to find.)"""
+    spans, size = [], Path(path).stat().st_size
     with open(path, "rb") as f:
+        if f.read(2) == b"\x1f\x8b":
+            raise KitError(f"{path}: a GZIP-compressed TFRecord file: decompress it (gunzip) first")
+        f.seek(0)
         while header := f.read(12):
-            if len(header) < 12:
-                raise KitError(f"{path}: a truncated TFRecord file")
             length = int.from_bytes(header[:8], "little")
+            if len(header) < 12 or f.tell() + length + 4 > size:
+                raise KitError(f"{path}: not a TFRecord file, or a truncated one (record {len(spans)} "
+                               f"at byte {f.tell() - len(header)})")
             spans.append((f.tell() - 12, length))
             f.seek(length + 4, 1)
     return spans
@@ -242,33 +264,48 @@ class _Hdf5:
             value = self.file[key][()]
         if isinstance(value, (bytes, np.void)) or getattr(value, "ndim", 0) == 1:
             return read_rgb(name, size, data=value.tobytes() if hasattr(value, "tobytes") else value)
-        return resized(as_rgb8(np.asarray(value)), size)
+        return resized(array_rgb(name, np.asarray(value)), size)
 
 
 class _Numpy:
-    """A .npy array of images (memory-mapped) or an .npz's array named `image` (loaded whole: a
-    zip cannot be mapped)."""
+    """A .npy array of images (memory-mapped), or an .npz's arrays (each loaded whole on first
+    use: a zip cannot be mapped); a record is `<row>` of a .npy, `<array>/<row>` of an .npz."""
 
     def __init__(self, path, settings):
-        if path.endswith(".npz"):
-            with np.load(path) as archive:
-                if settings["image"] not in archive:
-                    raise KitError(f"{path} has no array {settings['image']!r} "
-                                   f"(arrays: {', '.join(archive)}): "
-                                   f"set record_image")
-                self.array = archive[settings["image"]]
-        else:
-            self.array = np.load(path, mmap_mode="r")
-        self.shape = settings["shape"]
+        self.path, self.shape, self.arrays = path, settings["shape"], {}
+
+    def _array(self, name):
+        if name not in self.arrays:
+            if self.path.endswith(".npz"):
+                with np.load(self.path) as archive:
+                    self.arrays[name] = archive[name]
+            else:
+                self.arrays[name] = np.load(self.path, mmap_mode="r")
+        return self.arrays[name]
 
     def read(self, name, key, size):
-        row = int(key)
-        if not 0 <= row < len(self.array):
+        array_name, _, row = key.rpartition("/")
+        array, row = self._array(array_name), int(row)
+        if not 0 <= row < len(array):
             raise BadImage(name, "no such row")
-        image = np.asarray(self.array[row])
+        image = np.asarray(array[row])
         if image.ndim == 1:  # flattened rows
             image = image.reshape(shape_of(image.size, self.shape, name))
-        return resized(as_rgb8(image), size)
+        return resized(array_rgb(name, image), size)
+
+
+def array_rgb(name, a):
+    """An image array as stored (channels first or last; 8-bit values in any integer type, 16-bit,
+    float in [0, 1] or 0-255) to 8-bit RGB."""
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[2] not in (1, 3, 4):
+        a = np.moveaxis(a, 0, -1)  # channels first (PyTorch's layout)
+    if a.dtype.kind in "iu" and a.dtype.itemsize != 2 and a.dtype != np.uint8:  # int64 of 0-255 values
+        low, high = int(a.min(initial=0)), int(a.max(initial=0))
+        if low < 0 or high > 255:
+            raise BadImage(name, f"pixel value {high if high > 255 else low} is outside 0-255 "
+                                 f"(a {a.dtype} array; 16-bit images are uint16)")
+        a = a.astype(np.uint8)
+    return as_rgb8(a)
 
 
 OPENERS = {"pixels": _CsvRows, "parquet": _Parquet, "tfrecord": _TFRecord, "hdf5": _Hdf5, "numpy": _Numpy}

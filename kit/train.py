@@ -22,8 +22,8 @@ from kit.checkpoint import Checkpoint, RunState
 from kit.checks import check_backbone
 from kit.config import Spec, check_fold, dump
 from kit.data import load_data
-from kit.env import resolve_weights
-from kit.features import fold_features, head_of
+from kit.env import cores, resolve_weights
+from kit.features import cache_bytes, fold_features, head_of, pooled_of
 from kit.files import atomic_path, write_csv, write_text
 from kit.folds import Fold, load_fold, load_folds
 from kit.inputs import eval_batches, feature_stream, on_device, train_stream
@@ -32,7 +32,8 @@ from kit.metrics import spec_score
 from kit.model import Device, Objective, build_model, compile_model, releasing, setup_device
 from kit.plots import plot_curves
 from kit.predict import write_predictions
-from kit.runs import Run, run_of, variant
+from kit.prefix import cached, check_room, cut, prefix_of, suffix_of
+from kit.runs import Run, cache_dir, run_of, variant
 
 
 @releasing
@@ -66,6 +67,9 @@ def _train(spec, member, backbone, fold, run, force, data):
     model, base, device = _build(spec, backbone, entry, f, run.log)
     t = Trainer(spec, f, model, base, entry.blocks, device, Augmenter(serialized(spec.augment)), checkpoint,
                 state, run.log)
+    check_room(spec, base, entry.blocks, len(f.train_idx), t.augment)
+    if spec.workers > cores():
+        run.log(f"workers {spec.workers}: this machine has {cores()} cores, {cores()} threads used")
     on = [f"{k} {getattr(spec, k)}" for k in OPTIONS if getattr(spec, k) != OPTION_DEFAULTS[k]]
     if on:
         run.log(f"training options: {', '.join(on)}")
@@ -138,16 +142,16 @@ class Trainer:
         fine-tuning phase that never beats the head leaves the head's weights)."""
         s = self.state
         set_trainable(self.base, self.blocks, phase.trainable)
-        mixing = self.spec.mixup or self.spec.cutmix  # mixed images: no cached features of them
-        cached = self.spec.feature_cache and phase.trainable == "none" and not mixing
-        trainer = self._compile(phase, cached)
+        mode = cached(self.spec, phase, self.base, self.augment)
+        trainer, pooled = self._compile(phase, mode)
         if s.model_file:  # resumed in the middle of this phase
             self.checkpoint.restore(self.model, s)
         if not s.phase_done(phase):
             epochs = (s.epoch, s.phase_start + phase.epochs)
-            train, steps, validation = self._inputs(epochs, cached)
+            train, steps, validation = self._inputs(epochs, mode, pooled)
             opened = sum(int(np.prod(v.shape)) for v in self.base.trainable_weights) / 1e6
-            how = ", head on cached features" if cached else ""
+            how = {None: "", "head": ", head on cached features",
+                   "prefix": f", on the frozen prefix's cached outputs ({trainer.inputs[0].shape[1:]})"}[mode]
             self.log(f"phase {phase.name}: base trainable {phase.trainable} ({opened:.2f}M of "
                      f"{self.base.count_params() / 1e6:.2f}M parameters{how}), lr {phase.lr:g}"
                      f"{f' (x{phase.lr_mult:g} per block down)' if phase.lr_mult != 1 else ''}, up to "
@@ -164,18 +168,21 @@ class Trainer:
         if best is not None:
             self.model.set_weights(best)
 
-    def _compile(self, phase, cached):
-        """The model recompiled (keras sees the new trainable set), and what fits: the model, or
-        its head alone on cached features, sharing the model's optimizer."""
+    def _compile(self, phase, mode):
+        """(what fits, its pooled features when validation needs them): the model recompiled
+        (keras sees the new trainable set), or the part of it that trains on cached outputs,
+        sharing the model's layers and optimizer."""
         jit, spec = self.device.jit_compile, self.spec
         objective = self._objective(block_factors(self.base, self.blocks, phase.trainable, phase.lr_mult))
         with self.device.strategy.scope():
             compile_model(self.model, spec.task, phase.lr, jit, objective=objective)
-            if not cached:
-                return self.model
-            head = head_of(self.model)
-            compile_model(head, spec.task, phase.lr, jit, optimizer=self.model.optimizer, objective=objective)
-            return head
+            if mode is None:
+                return self.model, None
+            trained, pooled = (head_of(self.model), None) if mode == "head" else \
+                suffix_of(self.model, self.base, cut(self.base))
+            compile_model(trained, spec.task, phase.lr, jit, optimizer=self.model.optimizer,
+                          objective=objective)
+            return trained, pooled
 
     def _objective(self, lr_factors=None):
         spec = self.spec
@@ -187,25 +194,35 @@ class Trainer:
             return None
         return balanced_weights(self.fold.y[self.fold.train_idx], len(self.fold.data.classes))
 
-    def _inputs(self, epochs, cached):
+    def _inputs(self, epochs, mode, pooled):
         """(training stream, steps per epoch, validation callback) for `epochs` of a phase."""
         spec, f, batch = self.spec, self.fold, self.batch
         y_train, y_val, stream = f.y[f.train_idx], f.data.y[f.val_idx], (spec.limit_batches, spec.workers)
         if self._objective().one_hot(spec.task):
             y_train = np.eye(len(f.data.classes), dtype=np.float32)[y_train.astype(int)]
-        if cached:
-            self.features = self.features or fold_features(spec, self.model, f, self.augment, batch)
-            train, steps = feature_stream(self.features[0], y_train, spec.seed, epochs, batch, *stream)
-            val_x = self.features[1]
+        if mode == "head":
+            self.features = self.features or fold_features(spec, pooled_of(self.model), f, self.augment,
+                                                           batch)
+            train_x, val_x = self.features
         else:
             self.features = None  # the base trains: its outputs change
+        if mode == "prefix":  # computed anew each phase: the cut moves with the opened blocks
+            prefix = prefix_of(self.model, self.base, cut(self.base))
+            need = cache_bytes(prefix, len(f.train_idx), spec.feature_copies + 1)
+            self.log(f"frozen prefix: {need / 2**20:.0f} MiB of outputs for {len(f.train_idx)} images x "
+                     f"{spec.feature_copies + 1} view(s)")
+            train_x, val_x = fold_features(spec, prefix, f, self.augment, batch, cache_dir(spec))
+        if mode:
+            train, steps = feature_stream(train_x, y_train, spec.seed, epochs, batch, spec.limit_batches)
+        else:
             train, steps = train_stream(f.images, f.train_idx, y_train, self.augment, spec.seed, epochs,
                                         batch, *stream)
             if self.device.accelerator == "gpu" and self.device.strategy.num_replicas_in_sync == 1:
                 train = on_device(train, tf.config.list_logical_devices("GPU")[0].name)
             val_x = eval_batches(f.images, f.val_idx, batch, workers=spec.workers, pad=True)
         score = lambda y, p: spec_score(spec, y, p)
-        return train, steps, Validation(val_x, y_val, batch, spec.task, spec.metric, score, features=cached)
+        return train, steps, Validation(val_x, y_val, batch, spec.task, spec.metric, score,
+                                        features=mode == "head", pooled=pooled)
 
 
 def balanced_weights(y, n_classes):

@@ -8,6 +8,7 @@ from PIL import Image
 import kit.cache
 from kit.cache import CachedImages, Images, load_images
 from kit.decode import read_rgb
+from kit.features import pooled_of
 from kit.inputs import feature_stream
 from kit.train import run_fold
 
@@ -94,7 +95,7 @@ def test_feature_copies_are_augmented_views_of_the_training_images(tiny, limit_m
                                                                {"RandomBrightnessContrast": {"p": 1.0}}])
     fold = load_fold(spec, "vgg16", 0)
     model, _ = build_model("vgg16", "binary", 2, fold.size, None, 0.0)
-    train, val = fold_features(spec, model, fold, Augmenter(serialized(spec.augment)), 4)
+    train, val = fold_features(spec, pooled_of(model), fold, Augmenter(serialized(spec.augment)), 4)
     pooled = keras.Model(model.inputs, model.get_layer("pool").output)
     plain = np.asarray(pooled.predict(np.stack([fold.images[i] for i in range(len(fold.images))]), verbose=0))
     assert train.shape == (3, len(fold.train_idx), plain.shape[1]) and val.shape == (len(fold.val_idx), plain.shape[1])

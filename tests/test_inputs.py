@@ -1,3 +1,8 @@
+import signal
+import subprocess
+import sys
+import time
+
 import albumentations as A
 import numpy as np
 import pytest
@@ -7,6 +12,7 @@ from kit.augment import Augmenter, serialized
 from kit.cache import Images
 from kit.config import load_spec
 from kit.inputs import eval_batches, train_stream
+from tests.helpers import ROOT
 
 FLIP = serialized([{"HorizontalFlip": {"p": 0.5}}, {"RandomBrightnessContrast": {"p": 0.5}}])
 
@@ -93,3 +99,50 @@ def test_spec_can_name_an_albumentations_file(tmp_path, suffix):
 def test_augmentation_that_changes_the_size_is_resized_back():
     crop = Augmenter(serialized([{"RandomCrop": {"height": 5, "width": 6, "p": 1.0}}]))
     assert crop(np.zeros((8, 8, 3), np.uint8), 0, 0, 0).shape == (8, 8, 3)
+
+
+def test_the_batches_are_the_same_whatever_the_number_of_threads(images):
+    augment = Augmenter(FLIP)
+    streams = {w: train_stream(images, ALL, ALL, augment, 7, (0, 3), 4, workers=w)[0] for w in (1, 2, 64)}
+    one = _batches(streams[1], 3, 3)
+    for w in (2, 64):  # 64: more than the cores, capped
+        for epoch_a, epoch_b in zip(one, _batches(streams[w], 3, 3)):
+            for (xa, ya), (xb, yb) in zip(epoch_a, epoch_b):
+                np.testing.assert_array_equal(xa, xb)
+                np.testing.assert_array_equal(ya, yb)
+    views = [np.concatenate(list(eval_batches(images, ALL[::-1], 3, workers=w, view=lambda im, i: im[:, ::-1])))
+             for w in (1, 2)]
+    np.testing.assert_array_equal(*views)
+    assert (views[0][:, 0, -1, 0] == ALL[::-1] * 20).all()  # flipped, in the given order
+
+
+def test_a_stream_read_twice_gives_the_same_batches(images):
+    """Validation reads its stream every epoch: a second pass starts again from the first batch."""
+    ds = eval_batches(images, ALL, 4, workers=2)
+    first, again = np.concatenate(list(ds)), np.concatenate(list(ds))
+    np.testing.assert_array_equal(first, again)
+    partial = iter(ds)
+    next(partial)  # a pass given up after one batch (its next batches were being made)
+    np.testing.assert_array_equal(np.concatenate(list(ds)), first)
+
+
+def test_ctrl_c_stops_a_stream_at_once(tmp_path):
+    """The threads making images finish the few batches in flight, then the process ends."""
+    code = (
+        "import time, numpy as np\n"
+        "from kit.inputs import train_stream\n"
+        "class Slow:\n"
+        "    size = 8\n"
+        "    def __len__(self): return 100\n"
+        "    def __getitem__(self, i): time.sleep(0.01); return np.zeros((8, 8, 3), np.uint8)\n"
+        "ds, _ = train_stream(Slow(), np.arange(100), np.zeros(100), None, 0, (0, 1000), 10, workers=2)\n"
+        "print('streaming', flush=True)\n"
+        "for _ in ds: pass\n")
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline().strip() == "streaming"
+    time.sleep(1)
+    process.send_signal(signal.SIGINT)
+    start = time.perf_counter()
+    _, err = process.communicate(timeout=60)
+    assert time.perf_counter() - start < 10 and "KeyboardInterrupt" in err

@@ -72,13 +72,18 @@ def test_imagenet_weights_come_from_the_keras_cache_or_an_attached_dataset(fake_
     assert resolve_weights("/some/file.h5", entry) == "/some/file.h5" and resolve_weights(None, entry) is None
 
 
-def test_offline_without_weights_is_one_clear_line_saying_what_to_attach(fake_kaggle, tmp_path):
-    spec = spec_file(tmp_path, data_dir="", runs_dir="runs", weights="imagenet")
-    result = subprocess.run([sys.executable, "-m", "kit", "train", f"competition={spec}", "backbone=vgg16"],
+def _offline_error(fake_kaggle, tmp_path, backbone, **keys):
+    """The one line `kit train` prints in an offline kernel without the backbone's weights."""
+    spec = spec_file(tmp_path, data_dir="", runs_dir="runs", weights="imagenet", **keys)
+    result = subprocess.run([sys.executable, "-m", "kit", "train", f"competition={spec}", f"backbone={backbone}"],
                             cwd=fake_kaggle / "working", env={**kernel_env(fake_kaggle, tmp_path), "PYTHONPATH": str(ROOT)},
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 2, result.stderr[-2000:]
-    line = result.stderr.strip()
+    return result.stderr.strip()
+
+
+def test_offline_without_weights_is_one_clear_line_saying_what_to_attach(fake_kaggle, tmp_path):
+    line = _offline_error(fake_kaggle, tmp_path, "vgg16")
     assert line.startswith("error: vgg16: no ImageNet weights: vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 "
                            "is not in the Keras cache") and "Attach a dataset holding it" in line
     assert str(fake_kaggle / "input") in line and len(line.splitlines()) == 1
@@ -107,12 +112,7 @@ def test_a_keras_hub_preset_comes_from_an_attached_kaggle_model_or_kagglehubs_ca
 
 @pytest.mark.slow
 def test_offline_without_a_keras_hub_preset_names_the_kaggle_model_to_attach(fake_kaggle, tmp_path):
-    spec = spec_file(tmp_path, data_dir="", runs_dir="runs", weights="imagenet", image_size=224)
-    result = subprocess.run([sys.executable, "-m", "kit", "train", f"competition={spec}", "backbone=dinov2_small"],
-                            cwd=fake_kaggle / "working", env={**kernel_env(fake_kaggle, tmp_path), "PYTHONPATH": str(ROOT)},
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 2, result.stderr[-2000:]
-    line = result.stderr.strip()
+    line = _offline_error(fake_kaggle, tmp_path, "dinov2_small", image_size=224)
     assert line.startswith("error: dinov2_small: no pretrained weights: the Kaggle Model "
                            "keras/dinov2/keras/dinov2_small/1 is not under") and "Attach it" in line
     assert len(line.splitlines()) == 1

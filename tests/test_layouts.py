@@ -3,9 +3,12 @@ out): the images decode to exactly what was stored, a fold trains, the submissio
 broken records are skipped and listed in training, one clear line in test."""
 import ast
 import dataclasses
+import gzip
+import io
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -132,7 +135,8 @@ def test_hdf5_images_without_labels_and_labels_without_images_are_counted(tmp_pa
     data = load_data(spec)
     assert data.unlabelled == [f"{spec.data_path / 'train-image.hdf5'}::{unlabelled}"]
     _, bad = load_images(data.train["path"], 16, "off", read=reader(spec))
-    assert bad == {f"{spec.data_path / 'train-image.hdf5'}::ISIC_9999999": "no such entry"}
+    assert bad == {f"{spec.data_path / 'train-image.hdf5'}::no image for id ISIC_9999999":
+                   "no record in the hdf5 files has this id"}
 
 
 @pytest.mark.parametrize("broken, reason", [
@@ -205,3 +209,135 @@ def test_the_layout_libraries_are_imported_only_by_what_reads_that_form():
     code = "import sys, kit.cli, kit.data, kit.cache, kit.train; print('pydicom' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_numbered_records_and_ids_that_do_not_line_up_are_one_line_naming_first_id(tmp_path):
+    spec, _ = _competition(tmp_path, "numpy_arrays", first_id=1)  # train.csv counts from 0: off by one
+    with pytest.raises(KitError, match=r"1 of 24 train ids have no image in train_images.npy, e.g. '0': check "
+                                       r"id_column; the records have no 'id' field, so they are numbered 1..24 "
+                                       r"from first_id \(1\)"):
+        load_data(spec)
+
+
+def test_arrays_of_any_integer_type_and_channels_first_read_as_stored(tmp_path):
+    spec, expected = _competition(tmp_path, "numpy_arrays")
+    train = np.load(spec.data_path / "train_images.npy")
+    np.save(spec.data_path / "train_images.npy", train.astype(np.int64))  # np.array of Python ints
+    np.save(spec.data_path / "test_images.npy", np.load(spec.data_path / "test_images.npy").transpose(0, 3, 1, 2))
+    data, read = load_data(spec), reader(spec)
+    for i, path in zip(data.train["id"], data.train["path"]):
+        np.testing.assert_array_equal(read.read(path), expected.train[int(i)][1])
+    for i, path in zip(data.test["id"], data.test["path"]):
+        np.testing.assert_array_equal(read.read(path), expected.test[int(i)])
+    np.save(spec.data_path / "train_images.npy", train.astype(np.int64) * 2)
+    _, bad = load_images(load_data(spec).train["path"], 16, "off", read=reader(spec))
+    assert "is outside 0-255 (a int64 array; 16-bit images are uint16)" in next(iter(bad.values()))
+
+
+def test_one_npz_holding_train_and_test_arrays(tmp_path):
+    spec, expected = _competition(tmp_path, "numpy_npz")
+    with np.load(spec.data_path / "train.npz") as train, np.load(spec.data_path / "test.npz") as test:
+        np.savez(spec.data_path / "mnist.npz", x_train=train["x"], y_train=train["y"], x_test=test["x"])
+    keras_style = dict(train_files=["mnist.npz"], test_files=["mnist.npz"], record_image="x_train",
+                       target_column="y_train")
+    data = load_data(dataclasses.replace(spec, **keras_style, test_record_image="x_test"))
+    np.testing.assert_array_equal(reader(spec).read(data.test["path"][3]), expected.test[3])
+    with pytest.raises(KitError, match=r"10 images are both train and test images, .*test_record_image"):
+        load_data(dataclasses.replace(spec, **keras_style))
+
+
+def test_parquet_images_must_be_cached(tmp_path):
+    with pytest.raises(KitError, match=r"image_cache: off reads images out of order.*cache parquet images"):
+        load_spec(str(spec_file(tmp_path, image_form="parquet", image_cache="off")))
+
+
+def test_broken_tfrecord_files_are_one_line_and_empty_image_bytes_are_skipped(tmp_path):
+    spec, _ = _competition(tmp_path, "flowers_tfrecords")
+    shard = sorted((spec.data_path).glob("tfrecords-jpeg-*/train/*.tfrec"))[0]
+    data = shard.read_bytes()
+    shard.write_bytes(data[:-7])
+    with pytest.raises(KitError, match=r"00-16x16-.*\.tfrec: not a TFRecord file, or a truncated one \(record \d+"):
+        load_data(spec)
+    shard.write_bytes(gzip.compress(data))
+    with pytest.raises(KitError, match=r"a GZIP-compressed TFRecord file: decompress it"):
+        load_data(spec)
+    import tensorflow as tf
+    with tf.io.TFRecordWriter(str(shard)) as w:
+        w.write(tf.train.Example(features=tf.train.Features(feature={
+            "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b""])),
+            "class": tf.train.Feature(int64_list=tf.train.Int64List(value=[1])),
+            "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"empty1"]))})).SerializeToString())
+    data = load_data(spec)
+    _, bad = load_images(data.train["path"], 16, "off", read=reader(spec))
+    assert list(bad.values()) == ["the image bytes are empty"]
+
+
+def test_long_labels_with_repeated_rows_are_read_once_and_conflicting_ones_named(tmp_path):
+    spec, _ = _competition(tmp_path, "rsna_long_format")
+    path = spec.data_path / "stage_2_train.csv"
+    labels = pd.read_csv(path, dtype=str)
+    pd.concat([labels, labels.iloc[:6]]).to_csv(path, index=False)  # as RSNA's stage_2_train.csv
+    data = load_data(spec)
+    assert len(data.train) == len(labels) // 3 and data.notes[0].startswith(f"{path}: 6 repeated rows dropped")
+    flipped = labels.iloc[:1].assign(Label=lambda f: 1 - f["Label"].astype(int))
+    pd.concat([labels, flipped]).to_csv(path, index=False)
+    with pytest.raises(KitError, match=rf"id {labels['ID'][0]!r} has rows with different labels"):
+        load_data(spec)
+
+
+def test_a_sample_whose_ids_end_in_class_names_is_not_taken_for_a_long_one():
+    from kit.data import split_long
+    assert split_long([f"Test_{k}" for k in range(12)], [str(k) for k in range(12)]) is None
+    assert split_long(["a_x", "a_y", "b_x", "b_y"], ["x", "y"]) == (["a", "a", "b", "b"], ["x", "y", "x", "y"])
+
+
+def test_pixel_tables_as_they_come(tmp_path):
+    """mnist-in-csv's 1x1..28x28 columns in file order, FER2013's " pixels" column, a BOM."""
+    spec, expected = _competition(tmp_path, "digit_recognizer")
+    for name in ("train.csv", "test.csv"):
+        table = pd.read_csv(spec.data_path / name)
+        table.columns = [f"{1 + k // 12}x{1 + k % 12}" if c.startswith("pixel") else c
+                         for k, c in zip(range(-1 if "label" in table else 0, len(table.columns)), table.columns)]
+        table.to_csv(spec.data_path / name, index=False, encoding="utf-8-sig")
+    spec = dataclasses.replace(spec, pixels="*x*")
+    data = load_data(spec)
+    np.testing.assert_array_equal(reader(spec).read(data.test["path"][0]), expected.test[1])
+    spec, expected = _competition(tmp_path / "fer", "fer_pixels_cell")
+    for name in ("train.csv", "test.csv"):
+        table = pd.read_csv(spec.data_path / name)
+        table.rename(columns={"pixels": " pixels"}).to_csv(spec.data_path / name, index=False)
+    data = load_data(spec)
+    np.testing.assert_array_equal(reader(spec).read(data.train["path"][0]), expected.train[1][1])
+
+
+def test_dicom_files_as_they_come(tmp_path):
+    """Files without the 128-byte preamble, or bare datasets, are read; cut pixel data is said as such."""
+    import pydicom
+    spec, expected = _competition(tmp_path, "dicom")
+    data = load_data(spec)
+    plain = data.train["path"][0]  # the first of each four is uncompressed MONOCHROME2
+    ds = pydicom.dcmread(plain)
+    ds.preamble = None
+    ds.save_as(plain, enforce_file_format=False)
+    np.testing.assert_array_equal(reader(spec).read(plain), expected.train[data.train["id"][0]][1])
+    del ds.file_meta
+    ds.save_as(plain, enforce_file_format=False, implicit_vr=False, little_endian=True)
+    assert b"DICM" not in Path(plain).read_bytes()[:200]
+    np.testing.assert_array_equal(reader(spec).read(plain), expected.train[data.train["id"][0]][1])
+    cut = data.train["path"][4]
+    ds = pydicom.dcmread(cut)
+    ds.PixelData = ds.PixelData[:100]
+    ds.save_as(cut, enforce_file_format=True)
+    _, bad = load_images([cut], 16, "off", read=reader(spec))
+    assert bad[cut].startswith("its pixel data cannot be decoded (")
+
+
+def test_hugging_face_parquet_images_are_read_from_their_bytes(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    image = np.random.default_rng(0).integers(0, 255, (9, 11, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    path = tmp_path / "train-00000-of-00001.parquet"
+    pq.write_table(pa.table({"image": [{"bytes": buffer.getvalue(), "path": "a.png"}], "label": [1]}), path)
+    np.testing.assert_array_equal(reader(load_spec(str(spec_file(tmp_path)))).read(f"{path}::0"), image)

@@ -1,0 +1,100 @@
+"""Fine-tuning phases on the frozen prefix's outputs. In a `top:K` phase only the top K blocks and
+the head train; the base below them is frozen and runs in inference mode, so an image's output at
+the cut (the tensor the opened blocks read) never changes during the phase. It is computed once
+per image and per cached augmented copy (`feature_copies`, as for the head cache), and the phase
+trains the opened blocks and the head on it: for VGG16's `top:1` that skips ~90% of the forward
+FLOPs of every step.
+
+The phase's model shares its layers (and the full model's optimizer) with the full model, so
+training it trains the full model, and checkpoints and resuming work unchanged. Applies to bases
+whose opened blocks are top-level layers reading one tensor (keras.applications); others train
+end to end.
+"""
+import dataclasses
+import math
+
+import keras
+import numpy as np
+
+from kit.base import set_trainable
+from kit.features import room
+from kit.model import InferenceMode
+from kit.runs import cache_dir
+
+
+def cached(spec, phase, base, augment):
+    """What a phase (its blocks opened in `base`) trains on: "head" (the frozen base's pooled
+    outputs), "prefix" (the outputs below the opened blocks) or None (images, end to end).
+    Cached outputs see augmentation only through cached copies: the prefix cache is on by
+    default only when that is all the phase would see (no augmentation, or feature_copies)."""
+    if spec.mixup or spec.cutmix:  # mixed images: no cached outputs of them
+        return None
+    if phase.trainable == "none":
+        return "head" if spec.feature_cache else None
+    honest = augment.empty or spec.feature_copies > 0
+    wanted = spec.prefix_cache == "on" or spec.prefix_cache == "auto" and honest
+    return "prefix" if wanted and phase.trainable.startswith("top:") and cut(base) is not None else None
+
+
+def check_room(spec, base, blocks, n_images, augment):
+    """Every phase's prefix cache against the disk, before any work: one line if one would not
+    fit, with the size it needs."""
+    for phase in spec.schedule:
+        rounds = ([f"top:{k}" for k in range(1, (phase.max_blocks or len(blocks)) + 1)]
+                  if phase.trainable == "progressive" else [phase.trainable])
+        for trainable in rounds:
+            set_trainable(base, blocks, trainable)
+            if cached(spec, dataclasses.replace(phase, trainable=trainable), base, augment) == "prefix":
+                tensor = cut(base)
+                per_image = math.prod(tensor.shape[1:]) * np.dtype(tensor.dtype).itemsize
+                room(per_image * n_images * (spec.feature_copies + 1), spec.cache_mb, cache_dir(spec))
+    set_trainable(base, blocks, "none")
+
+
+def cut(base):
+    """The one tensor of the base that its opened layers read from the frozen ones, or None
+    (nothing opened, all opened, nested blocks, or several tensors cross)."""
+    if not base.trainable or not hasattr(base, "_inbound_nodes"):
+        return None
+    layers = base.layers
+    if any(_nested_opened(layer) for layer in layers):
+        return None
+    # A layer's first node is the base's own: models built on its layers (suffix_of) add others.
+    inputs = {id(layer): layer._inbound_nodes[0].input_tensors for layer in layers if layer._inbound_nodes}
+    downstream = set()  # opened layers and everything computed from them
+    for layer in layers:
+        sources = [t._keras_history.operation for t in inputs.get(id(layer), [])]
+        if (layer.trainable and layer.weights) or any(id(s) in downstream for s in sources):
+            downstream.add(id(layer))
+    crossing = []
+    for layer in layers:
+        for t in inputs.get(id(layer), []) if id(layer) in downstream else []:
+            if id(t._keras_history.operation) not in downstream and not any(t is c for c in crossing):
+                crossing.append(t)
+    frozen_work = any(layer.weights for layer in layers if id(layer) not in downstream)
+    if len(crossing) != 1 or not frozen_work:  # all opened but a padding: nothing worth keeping
+        return None
+    return crossing[0]
+
+
+def _nested_opened(layer):
+    """A container layer (a transformer's encoder stack) with some of its sublayers opened."""
+    inner = getattr(layer, "layers", None) or getattr(layer, "_layers", None) or []
+    return bool(inner) and any(sub.trainable and sub.weights for sub in inner) and not layer.trainable
+
+
+def prefix_of(model, base, tensor):
+    """raw images -> the base's output at the cut (the frozen part, in inference mode)."""
+    inputs = keras.Input(model.inputs[0].shape[1:], dtype=model.inputs[0].dtype, name="image")
+    frozen = keras.Model(base.inputs, tensor, name="frozen_prefix")
+    return keras.Model(inputs, InferenceMode(frozen, name="prefix")(model.get_layer("preprocess")(inputs)))
+
+
+def suffix_of(model, base, tensor):
+    """(the cut's output -> the model's output, -> its pooled features): the opened blocks (in
+    inference mode: BatchNorm statistics never move), the pool, dropout and head, all shared."""
+    inputs = keras.Input(tensor.shape[1:], dtype=tensor.dtype, name="prefix_output")
+    opened = keras.Model(tensor, base.outputs[0], name="opened_blocks")
+    pooled = model.get_layer("pool")(InferenceMode(opened, name="opened")(inputs))
+    head = model.get_layer("head")(model.get_layer("dropout")(pooled))
+    return keras.Model(inputs, head), keras.Model(inputs, pooled)

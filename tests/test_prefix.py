@@ -1,0 +1,79 @@
+"""Fine-tuning on the frozen prefix's cached outputs trains what end to end trains."""
+import shutil
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+import kit.features
+from kit import KitError
+from kit.backbones import BACKBONES
+from kit.base import set_trainable
+from kit.model import build_model
+from kit.prefix import cut, prefix_of, suffix_of
+from kit.train import run_fold
+
+SCHEDULE = [{"name": "head", "trainable": "none", "epochs": 1, "lr": 1e-3, "patience": 0},
+            {"name": "finetune", "trainable": "top:1", "epochs": 2, "lr": 1e-3, "patience": 0}]
+
+
+@pytest.mark.parametrize("backbone, layer", [("vgg16", "block4_pool"), ("resnet50", "conv4_block6_out")])
+def test_the_cut_is_below_the_opened_blocks_and_prefix_then_suffix_is_the_model(backbone, layer):
+    model, base = build_model(backbone, "multiclass", 3, 32, None, 0.0)
+    assert cut(base) is None  # frozen: nothing to cut
+    set_trainable(base, BACKBONES[backbone].blocks, "top:1")
+    tensor = cut(base)
+    assert tensor._keras_history.operation.name == layer
+    x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    trained, _ = suffix_of(model, base, tensor)
+    np.testing.assert_allclose(trained.predict_on_batch(prefix_of(model, base, tensor).predict_on_batch(x)),
+                               model.predict_on_batch(x), atol=1e-6)
+    set_trainable(base, BACKBONES[backbone].blocks, "all")
+    assert cut(base) is None  # everything trains: nothing to cache
+
+
+@pytest.mark.slow
+def test_a_top1_phase_on_the_cached_prefix_matches_end_to_end_and_batchnorm_never_moves(tiny, tmp_path, capsys):
+    predictions = {}
+    for how in ("on", "off"):
+        spec = tiny(backbones=["resnet50"], augment=[], schedule=SCHEDULE, prefix_cache=how,
+                    runs_dir=str(tmp_path / f"runs-{how}"))
+        run_fold(spec, "resnet50", 0)
+        run = spec.runs_path / "resnet50" / "fold0"
+        predictions[how] = pd.read_csv(run / "test.csv").iloc[:, 1:].to_numpy(float)
+        history = pd.read_csv(run / "history.csv")
+        model = keras.saving.load_model(run / "model.keras")
+        for layer in model.get_layer("base").base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):  # random init: 0 and 1 for good
+                np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.moving_mean), 0)
+                np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.moving_variance), 1)
+        if how == "on":
+            assert "on the frozen prefix's cached outputs" in capsys.readouterr().out
+            cached_history = history
+    np.testing.assert_allclose(predictions["on"], predictions["off"], atol=1e-4)
+    np.testing.assert_allclose(cached_history["val_loss"], history["val_loss"], rtol=1e-4)
+
+
+def test_a_prefix_cache_that_would_not_fit_on_disk_is_one_line_before_any_work(tiny, monkeypatch):
+    spec = tiny(augment=[], schedule=SCHEDULE, cache_mb=0)
+    monkeypatch.setattr(kit.features.shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(10, 10, 1000))
+    with pytest.raises(KitError, match=r"the cached outputs need 0.0 GiB on disk and .*cache has 0.0 GiB free"):
+        run_fold(spec, "vgg16", 0)
+    assert not (spec.runs_path / "vgg16" / "fold0" / "history.csv").exists()
+
+
+def test_the_prefix_cache_is_on_by_default_only_where_it_is_honest(tiny):
+    from kit.augment import Augmenter, serialized
+    from kit.config import Phase
+    from kit.prefix import cached
+    model, base = build_model("vgg16", "binary", 2, 32, None, 0.0)
+    set_trainable(base, BACKBONES["vgg16"].blocks, "top:1")
+    phase = Phase("finetune", "top:1")
+    flips, plain = Augmenter(serialized([{"HorizontalFlip": {}}])), Augmenter(serialized([]))
+    assert cached(tiny(), phase, base, flips) is None  # augmented each epoch: end to end
+    assert cached(tiny(feature_copies=2), phase, base, flips) == "prefix"  # through cached copies
+    assert cached(tiny(), phase, base, plain) == "prefix"
+    assert cached(tiny(prefix_cache="on"), phase, base, flips) == "prefix"
+    assert cached(tiny(augment=[], mixup=0.2), phase, base, plain) is None  # mixed images
+    assert cached(tiny(prefix_cache="off"), phase, base, plain) is None
