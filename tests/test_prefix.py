@@ -10,6 +10,7 @@ import kit.features
 from kit import KitError
 from kit.backbones import BACKBONES
 from kit.base import set_trainable
+from kit.env import cores
 from kit.model import build_model
 from kit.prefix import cut, prefix_of, suffix_of
 from kit.train import run_fold
@@ -38,7 +39,7 @@ def test_a_top1_phase_on_the_cached_prefix_matches_end_to_end_and_batchnorm_neve
     predictions = {}
     for how in ("on", "off"):
         spec = tiny(backbones=["resnet50"], augment=[], schedule=SCHEDULE, prefix_cache=how,
-                    runs_dir=str(tmp_path / f"runs-{how}"))
+                    runs_dir=str(tmp_path / f"runs-{how}"), workers=64)
         run_fold(spec, "resnet50", 0)
         run = spec.runs_path / "resnet50" / "fold0"
         predictions[how] = pd.read_csv(run / "test.csv").iloc[:, 1:].to_numpy(float)
@@ -48,8 +49,10 @@ def test_a_top1_phase_on_the_cached_prefix_matches_end_to_end_and_batchnorm_neve
             if isinstance(layer, keras.layers.BatchNormalization):  # random init: 0 and 1 for good
                 np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.moving_mean), 0)
                 np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.moving_variance), 1)
+        out = capsys.readouterr().out
+        assert out.count(f"workers 64: this machine has {cores()} cores, {cores()} threads used") == 1
         if how == "on":
-            assert "on the frozen prefix's cached outputs" in capsys.readouterr().out
+            assert "on the frozen prefix's cached outputs" in out
             cached_history = history
     np.testing.assert_allclose(predictions["on"], predictions["off"], atol=1e-4)
     np.testing.assert_allclose(cached_history["val_loss"], history["val_loss"], rtol=1e-4)
