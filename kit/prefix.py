@@ -52,29 +52,53 @@ def check_room(spec, base, blocks, n_images, augment):
 
 
 def cut(base):
-    """The one tensor of the base that its opened layers read from the frozen ones, or None
-    (nothing opened, all opened, nested blocks, or several tensors cross)."""
+    """The tensor the part to train reads from the frozen part, or None (nothing opened, all
+    opened, nested blocks). The frozen part: every layer computed from the input alone without
+    an opened layer; the cut: the last of its outputs from which the rest of the base can be
+    computed alone (Inception's pooling branch is then recomputed from the block's input)."""
     if not base.trainable or not hasattr(base, "_inbound_nodes"):
         return None
-    layers = base.layers
-    if any(_nested_opened(layer) for layer in layers):
+    if any(_nested_opened(layer) for layer in base.layers):
         return None
-    # A layer's first node is the base's own: models built on its layers (suffix_of) add others.
-    inputs = {id(layer): layer._inbound_nodes[0].input_tensors for layer in layers if layer._inbound_nodes}
-    downstream = set()  # opened layers and everything computed from them
-    for layer in layers:
-        sources = [t._keras_history.operation for t in inputs.get(id(layer), [])]
-        if (layer.trainable and layer.weights) or any(id(s) in downstream for s in sources):
-            downstream.add(id(layer))
-    crossing = []
-    for layer in layers:
-        for t in inputs.get(id(layer), []) if id(layer) in downstream else []:
-            if id(t._keras_history.operation) not in downstream and not any(t is c for c in crossing):
-                crossing.append(t)
-    frozen_work = any(layer.weights for layer in layers if id(layer) not in downstream)
-    if len(crossing) != 1 or not frozen_work:  # all opened but a padding: nothing worth keeping
-        return None
-    return crossing[0]
+    ops = base.operations  # the layers and the plain operations between them (ConvNeXt's adds)
+    # An operation's first node is the base's own: models built on its layers (suffix_of) add others.
+    inputs = {id(op): op._inbound_nodes[0].input_tensors for op in ops if op._inbound_nodes}
+    sources = lambda op: [t._keras_history.operation for t in inputs.get(id(op), [])]
+    weights = lambda op: getattr(op, "weights", [])
+    ids = {id(op) for op in ops}
+    frozen, part = set(), []  # in the order they are computed
+    for op in _in_order(ops, sources):
+        if not (getattr(op, "trainable", False) and weights(op)) and all(id(s) in frozen or id(s) not in ids
+                                                                         for s in sources(op)):
+            frozen.add(id(op))
+            part.append(op)
+    if len(part) == len(ops) or not any(weights(op) for op in part):
+        return None  # nothing opened, or only a padding below what is
+    for op in reversed(part):
+        tensor = op._inbound_nodes[0].output_tensors[0]
+        try:
+            keras.Model(tensor, base.outputs[0])  # fails when the rest needs another of its tensors
+            return tensor
+        except ValueError:
+            continue
+    return None
+
+
+def _in_order(ops, sources):
+    """The operations in an order where each comes after those it reads (depth first, without
+    recursion: EfficientNetB7 is 800 layers deep)."""
+    known, done, order = {id(op) for op in ops}, set(), []
+    for op in ops:
+        stack = [(op, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+            elif id(node) not in done and id(node) in known:
+                done.add(id(node))
+                stack.append((node, True))
+                stack += [(s, False) for s in sources(node)]
+    return order
 
 
 def _nested_opened(layer):

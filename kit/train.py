@@ -151,7 +151,8 @@ class Trainer:
             train, steps, validation = self._inputs(epochs, mode, pooled)
             opened = sum(int(np.prod(v.shape)) for v in self.base.trainable_weights) / 1e6
             how = {None: "", "head": ", head on cached features",
-                   "prefix": f", on the frozen prefix's cached outputs ({trainer.inputs[0].shape[1:]})"}[mode]
+                   "prefix": f", on the frozen prefix's cached outputs "
+                             f"({'x'.join(map(str, trainer.inputs[0].shape[1:]))})"}[mode]
             self.log(f"phase {phase.name}: base trainable {phase.trainable} ({opened:.2f}M of "
                      f"{self.base.count_params() / 1e6:.2f}M parameters{how}), lr {phase.lr:g}"
                      f"{f' (x{phase.lr_mult:g} per block down)' if phase.lr_mult != 1 else ''}, up to "
@@ -202,7 +203,7 @@ class Trainer:
             y_train = np.eye(len(f.data.classes), dtype=np.float32)[y_train.astype(int)]
         if mode == "head":
             self.features = self.features or fold_features(spec, pooled_of(self.model), f, self.augment,
-                                                           batch)
+                                                           batch, cache_dir(spec))
             train_x, val_x = self.features
         else:
             self.features = None  # the base trains: its outputs change

@@ -19,17 +19,24 @@ SCHEDULE = [{"name": "head", "trainable": "none", "epochs": 1, "lr": 1e-3, "pati
             {"name": "finetune", "trainable": "top:1", "epochs": 2, "lr": 1e-3, "patience": 0}]
 
 
-@pytest.mark.parametrize("backbone, layer", [("vgg16", "block4_pool"), ("resnet50", "conv4_block6_out")])
-def test_the_cut_is_below_the_opened_blocks_and_prefix_then_suffix_is_the_model(backbone, layer):
-    model, base = build_model(backbone, "multiclass", 3, 32, None, 0.0)
+@pytest.mark.parametrize("backbone", ["vgg16", "resnet50", "mobilenetv3small", "inceptionv3", "densenet121",
+                                      "convnext_tiny"])
+def test_the_cut_is_below_the_opened_blocks_and_prefix_then_suffix_is_the_model(backbone):
+    """Bases whose blocks read more than a chain: Inception's pooling branch, DenseNet's concat,
+    MobileNetV3's squeeze-excite, ConvNeXt's plain add operations."""
+    model, base = build_model(backbone, "multiclass", 3, 96, None, 0.0)
     assert cut(base) is None  # frozen: nothing to cut
-    set_trainable(base, BACKBONES[backbone].blocks, "top:1")
-    tensor = cut(base)
-    assert tensor._keras_history.operation.name == layer
-    x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
-    trained, _ = suffix_of(model, base, tensor)
-    np.testing.assert_allclose(trained.predict_on_batch(prefix_of(model, base, tensor).predict_on_batch(x)),
-                               model.predict_on_batch(x), atol=1e-6)
+    x = np.random.default_rng(0).uniform(0, 255, (3, 96, 96, 3)).astype(np.float32)
+    for k in (1, 2):
+        set_trainable(base, BACKBONES[backbone].blocks, f"top:{k}")
+        tensor = cut(base)
+        trained, _ = suffix_of(model, base, tensor)
+        np.testing.assert_allclose(trained.predict_on_batch(prefix_of(model, base, tensor).predict_on_batch(x)),
+                                   model.predict_on_batch(x), atol=1e-5)
+        opened = trained.get_layer("opened").base
+        assert not [layer.name for layer in opened.layers if layer.weights and not layer.trainable]  # all of it trains
+        assert {layer.name for layer in base.layers if layer.weights and layer.trainable} <= {
+            layer.name for layer in opened.layers}
     set_trainable(base, BACKBONES[backbone].blocks, "all")
     assert cut(base) is None  # everything trains: nothing to cache
 
