@@ -95,11 +95,11 @@ folds: $(VENV)/.installed ## make runs/<slug>/folds.csv
 spec: $(VENV)/.installed ## print the resolved spec with overrides applied
 	$(PY) -m kit spec $(ARGS)
 
-test: $(VENV)/.installed ## every test, slow ones included (a few minutes on 2 CPU cores): make test [k=<name part>]
-	$(PY) -m pytest -q --durations=15 $(if $(k),-k '$(k)')
+test: $(VENV)/.installed ## every test, slow ones included, one process per core: make test [k=<name part>]
+	$(PY) -m pytest -q -n auto --dist loadfile --durations=15 $(if $(k),-k '$(k)')
 
 test-fast: $(VENV)/.installed ## the tests that train no model beyond a step (under 2 minutes): for your loop
-	$(PY) -m pytest -q -m 'not slow' $(if $(k),-k '$(k)')
+	$(PY) -m pytest -q -n auto --dist loadfile -m 'not slow' $(if $(k),-k '$(k)')
 
 lint: $(VENV)/.installed ## ruff
 	$(VENV)/bin/ruff check kit tests
