@@ -143,12 +143,13 @@ class Trainer:
         s = self.state
         set_trainable(self.base, self.blocks, phase.trainable)
         mode = cached(self.spec, phase, self.base, self.augment)
-        trainer, pooled = self._compile(phase, mode)
+        tensor = cut(self.base) if mode == "prefix" else None  # where the frozen prefix ends
+        trainer, pooled = self._compile(phase, mode, tensor)
         if s.model_file:  # resumed in the middle of this phase
             self.checkpoint.restore(self.model, s)
         if not s.phase_done(phase):
             epochs = (s.epoch, s.phase_start + phase.epochs)
-            train, steps, validation = self._inputs(epochs, mode, pooled)
+            train, steps, validation = self._inputs(epochs, mode, pooled, tensor)
             opened = sum(int(np.prod(v.shape)) for v in self.base.trainable_weights) / 1e6
             how = {None: "", "head": ", head on cached features",
                    "prefix": f", on the frozen prefix's cached outputs "
@@ -169,7 +170,7 @@ class Trainer:
         if best is not None:
             self.model.set_weights(best)
 
-    def _compile(self, phase, mode):
+    def _compile(self, phase, mode, tensor):
         """(what fits, its pooled features when validation needs them): the model recompiled
         (keras sees the new trainable set), or the part of it that trains on cached outputs,
         sharing the model's layers and optimizer."""
@@ -180,7 +181,7 @@ class Trainer:
             if mode is None:
                 return self.model, None
             trained, pooled = (head_of(self.model), None) if mode == "head" else \
-                suffix_of(self.model, self.base, cut(self.base))
+                suffix_of(self.model, self.base, tensor)
             compile_model(trained, spec.task, phase.lr, jit, optimizer=self.model.optimizer,
                           objective=objective)
             return trained, pooled
@@ -195,7 +196,7 @@ class Trainer:
             return None
         return balanced_weights(self.fold.y[self.fold.train_idx], len(self.fold.data.classes))
 
-    def _inputs(self, epochs, mode, pooled):
+    def _inputs(self, epochs, mode, pooled, tensor):
         """(training stream, steps per epoch, validation callback) for `epochs` of a phase."""
         spec, f, batch = self.spec, self.fold, self.batch
         y_train, y_val, stream = f.y[f.train_idx], f.data.y[f.val_idx], (spec.limit_batches, spec.workers)
@@ -208,7 +209,7 @@ class Trainer:
         else:
             self.features = None  # the base trains: its outputs change
         if mode == "prefix":  # computed anew each phase: the cut moves with the opened blocks
-            prefix = prefix_of(self.model, self.base, cut(self.base))
+            prefix = prefix_of(self.model, self.base, tensor)
             need = cache_bytes(prefix, len(f.train_idx), spec.feature_copies + 1)
             self.log(f"frozen prefix: {need / 2**20:.0f} MiB of outputs for {len(f.train_idx)} images x "
                      f"{spec.feature_copies + 1} view(s)")
