@@ -214,7 +214,7 @@ def _training(row, augment, quick):
     def fold_of(n, size=size):
         return load_fold(competition(ROOT / "fold", n, image_size=size, n_folds=4, image_cache="memory"),
                          "resnet50", 0)
-    epoch = timings.bench_overhead(fold_of(n), augment, batch, ROOT, 1 if quick else 3)
+    epoch = timings.bench_overhead(fold_of(n), augment, batch, ROOT, 1 if quick else 5)
     row("training epoch: raw model.fit on arrays", epoch["raw"], "s")
     row("training epoch: kit, same images", epoch["kit"], "s")
     overhead = epoch["kit"] / epoch["raw"]

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from kit import KitError
 from kit.files import atomic_path, write_csv, write_text
 
 
@@ -104,8 +105,13 @@ class Checkpoint:
         self.wait()
         model.optimizer.build(model.trainable_variables)
         weights, optimizer = _read(self.folder / state.model_file)
+        variables = _training_state(model)
+        shapes = lambda arrays: [tuple(a.shape) for a in arrays]
+        if shapes(weights) != shapes(model.weights) or shapes(optimizer) != shapes(variables):
+            raise KitError(f"{self.folder} holds the training state of another model or trainable set (the "
+                           f"backbone's blocks may have changed since): force=1 trains the fold again")
         model.set_weights(weights)
-        for variable, value in zip(_training_state(model), optimizer):
+        for variable, value in zip(variables, optimizer):
             variable.assign(value)
 
     def best_weights(self, state):

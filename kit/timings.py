@@ -58,7 +58,7 @@ def bench_pipeline(paths, size, augment, epochs=4):
     for run in runs.values():
         run()  # warm: file cache, tracing
     seconds = {name: [] for name in runs}
-    for _ in range(3):  # in turns: a drift in the machine's speed hits all alike
+    for _ in range(5):  # in turns: a drift in the machine's speed hits all alike; a target is near noise
         for name, run in runs.items():
             seconds[name].append(_best(run, 1))
     return {name: len(jobs) / min(s) for name, s in seconds.items()}, counts

@@ -257,7 +257,9 @@ def _record(spec, member, f, run):
         run.log(f"skipped {len(f.skipped)} unreadable training images (listed in {run.skipped}), "
                 f"e.g. {path}: {reason}")
     resolved = dataclasses.replace(spec, image_size=f.size)
-    write_text(run.config, dump(resolved, backbone=variant(member).backbone, member=member, fold=f.index,
+    backbone = variant(member).backbone
+    write_text(run.config, dump(resolved, backbone=backbone, member=member, fold=f.index,
+                                blocks=list(BACKBONES[backbone].blocks),
                                 **_ids(spec, f.data, load_folds(spec, f.data))))
 
 
@@ -286,10 +288,12 @@ def _check_trained_on(spec, backbone, run, data):
         return
     old = yaml.safe_load(run.config.read_text())
     resolved = dataclasses.replace(spec, image_size=image_size(spec, BACKBONES[backbone]))
-    now = {**yaml.safe_load(dump(resolved)), **_ids(spec, data, load_folds(spec, data))}
+    now = {**yaml.safe_load(dump(resolved)), **_ids(spec, data, load_folds(spec, data)),
+           "blocks": list(BACKBONES[backbone].blocks)}  # what top:K opened (the registry may change)
     changed = [k for k, v in now.items() if k not in AFTER and k in old and old[k] != v]
     if changed:
-        named = {"train_ids_sha1": "training images", "folds_sha1": "folds", "pseudo_sha1": "pseudo-labels"}
+        named = {"train_ids_sha1": "training images", "folds_sha1": "folds", "pseudo_sha1": "pseudo-labels",
+                 "blocks": f"blocks of {backbone} (what top:K opens, kit/backbones.py)"}
         what = next((named[k] for k in named if k in changed), f"settings ({', '.join(changed[:4])})")
         raise KitError(f"{run.path} was trained on other {what} than the spec and data give now: force=1 "
                        f"trains it again (or put them back)")

@@ -1,16 +1,21 @@
 """A fold killed mid-training resumes from its last finished epoch, optimizer state and all."""
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 
+from kit import KitError
+from kit.backbones import BACKBONES
+from kit.base import set_trainable
 from kit.checkpoint import Checkpoint, RunState
 from kit.model import build_model, compile_model
 from tests.helpers import ROOT, spec_file, write_competition
@@ -29,7 +34,7 @@ def test_a_checkpoint_restores_weights_and_optimizer_state(tmp_path):
     checkpoint, state = Checkpoint(tmp_path / "checkpoint"), RunState(epoch=1)
     checkpoint.save(state, model, best=True)
     checkpoint.wait()
-    again, _ = build_model("vgg16", "binary", 2, 32, None, 0.0)
+    again, base = build_model("vgg16", "binary", 2, 32, None, 0.0)
     compile_model(again, "binary", 1e-3, False)
     loaded = checkpoint.load()
     checkpoint.restore(again, loaded)
@@ -39,6 +44,10 @@ def test_a_checkpoint_restores_weights_and_optimizer_state(tmp_path):
     assert [p.name for p in sorted((tmp_path / "checkpoint").iterdir())] == ["epoch1.npy", "state.json"]
     for a, b in zip(checkpoint.best_weights(loaded), model.get_weights()):
         np.testing.assert_array_equal(a, b)
+    set_trainable(base, BACKBONES["vgg16"].blocks, "top:1")  # another trainable set: other optimizer slots
+    compile_model(again, "binary", 1e-3, False)
+    with pytest.raises(KitError, match="checkpoint holds the training state of another model or trainable set"):
+        checkpoint.restore(again, loaded)
 
 
 def _train(root, spec):
@@ -128,7 +137,6 @@ def test_a_second_process_on_a_fold_being_trained_skips_it(tmp_path):
 
 @pytest.mark.slow
 def test_a_finished_run_is_kept_only_while_its_data_and_settings_are_those_it_was_trained_on(tiny):
-    from kit import KitError
     from kit.train import run_fold
 
     head = [{"name": "head", "trainable": "none", "epochs": 1, "lr": 1e-3, "patience": 0}]
@@ -140,6 +148,10 @@ def test_a_finished_run_is_kept_only_while_its_data_and_settings_are_those_it_wa
         run_fold(tiny(schedule=[{**head[0], "epochs": 2}]), "vgg16", 0)
     with pytest.raises(KitError, match="trained on other settings \\(dropout\\)"):
         run_fold(tiny(schedule=head, dropout=0.5), "vgg16", 0)
+    moved = dataclasses.replace(BACKBONES["vgg16"], blocks=BACKBONES["vgg16"].blocks[1:])
+    with mock.patch.dict(BACKBONES, {"vgg16": moved}), \
+            pytest.raises(KitError, match="trained on other blocks of vgg16 \\(what top:K opens"):
+        run_fold(tiny(schedule=head), "vgg16", 0)  # the registry changed what top:K means
     assert (out / "test.csv").stat().st_mtime_ns == stamp
     run_fold(tiny(schedule=[{**head[0], "epochs": 2}]), "vgg16", 0, force=True)
     assert (out / "test.csv").stat().st_mtime_ns != stamp
