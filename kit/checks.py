@@ -116,6 +116,8 @@ def _validate_schedule(schedule):
                            f"progressive, not {p.trainable}")
         if p.epochs < 0 or p.warmup < 0 or p.patience < 0 or p.lr <= 0:
             raise KitError(f"schedule: phase {p.name}: epochs, warmup, patience >= 0 and lr > 0")
+    if not any(p.epochs for p in schedule):
+        raise KitError(f"schedule: every phase ({', '.join(names)}) has 0 epochs: nothing would train")
 
 
 def _validate_forms(spec):

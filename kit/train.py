@@ -1,39 +1,35 @@
 """Train one fold of one backbone with the spec's schedule, then predict its OOF and test images.
 What a run writes, and where, is kit/runs.py's."""
 import dataclasses
-import hashlib
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-import yaml
 from tensorflow.python.framework import config as tf_config  # disable_op_determinism is not public
 
-from kit import KitError
 from kit.augment import Augmenter, serialized
-from kit.backbones import BACKBONES
 from kit.base import block_factors, set_trainable
 from kit.callbacks import AverageWeights, Tracker, Validation, history_columns, phase_callbacks
 from kit.checkpoint import Checkpoint, RunState
 from kit.checks import check_backbone
-from kit.config import Spec, check_fold, dump
+from kit.config import Spec, check_fold
 from kit.data import load_data
 from kit.env import cores, resolve_weights
 from kit.features import cache_bytes, fold_features, head_of, pooled_of
-from kit.files import atomic_path, write_csv, write_text
-from kit.folds import Fold, load_fold, load_folds
+from kit.files import atomic_path, write_csv
+from kit.folds import Fold, load_fold
 from kit.inputs import eval_batches, feature_stream, on_device, train_stream
-from kit.members import image_size, member_spec
+from kit.members import member_spec
 from kit.metrics import spec_score
 from kit.model import Device, Objective, build_model, compile_model, releasing, setup_device
 from kit.plots import plot_curves
 from kit.predict import write_predictions
 from kit.prefix import cached, check_room, cut, prefix_of, suffix_of
-from kit.runs import Run, cache_dir, run_of, variant
+from kit.provenance import check_trained_on, record_trained_on
+from kit.runs import Run, cache_dir, run_of
 
 
 @releasing
@@ -50,7 +46,7 @@ def run_fold(spec, member, fold, force=False):
             return run.path
         data = load_data(spec)
         if (run.finished() or run.checkpoint.is_dir()) and not force:
-            _check_trained_on(spec, backbone, run, data)
+            check_trained_on(spec, backbone, run, data)
         if run.finished() and not force:
             print(f"{run.path} is finished: force=1 trains it again", flush=True)
             return run.path
@@ -256,48 +252,11 @@ def _record(spec, member, f, run):
         path, reason = next(iter(f.skipped.items()))
         run.log(f"skipped {len(f.skipped)} unreadable training images (listed in {run.skipped}), "
                 f"e.g. {path}: {reason}")
-    resolved = dataclasses.replace(spec, image_size=f.size)
-    backbone = variant(member).backbone
-    write_text(run.config, dump(resolved, backbone=backbone, member=member, fold=f.index,
-                                blocks=list(BACKBONES[backbone].blocks),
-                                **_ids(spec, f.data, load_folds(spec, f.data))))
+    record_trained_on(spec, member, f, run)
 
 
 OPTIONS = ("loss", "label_smoothing", "class_weight", "ema", "accumulate", "mixup", "cutmix")
 OPTION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Spec) if f.name in OPTIONS}
-
-# Spec keys that leave what a run learns unchanged: where files are, how fast it goes, what is
-# done with its predictions. Any other key that changed makes a finished run stale.
-AFTER = {"runs_dir", "data_dir", "workers", "image_cache", "cache_mb", "tta", "tta_augment", "metric",
-         "postprocess", "min_labels", "max_labels", "threshold", "clip", "submission", "kernel_datasets",
-         "kernel_gpu", "kernel_internet", "backbones", "seeds", "image_sizes", "average_seeds",
-         "pseudo_threshold", "test_ids", "test_dir", "sample_submission", "source"}
-
-
-def _ids(spec, data, fold_of):
-    """What a run learns from, as checksums: its training ids, their folds, its pseudo-labels."""
-    sha1 = lambda b: hashlib.sha1(b).hexdigest()
-    pseudo = {"pseudo_sha1": sha1(Path(spec.pseudo).read_bytes())} if spec.pseudo else {}
-    return {"train_ids_sha1": sha1("\n".join(data.train["id"]).encode()),
-            "folds_sha1": sha1(np.asarray(fold_of).tobytes()), **pseudo}
-
-
-def _check_trained_on(spec, backbone, run, data):
-    """A run to keep or resume must have been trained on these data with these settings."""
-    if not run.config.is_file():
-        return
-    old = yaml.safe_load(run.config.read_text())
-    resolved = dataclasses.replace(spec, image_size=image_size(spec, BACKBONES[backbone]))
-    now = {**yaml.safe_load(dump(resolved)), **_ids(spec, data, load_folds(spec, data)),
-           "blocks": list(BACKBONES[backbone].blocks)}  # what top:K opened (the registry may change)
-    changed = [k for k, v in now.items() if k not in AFTER and k in old and old[k] != v]
-    if changed:
-        named = {"train_ids_sha1": "training images", "folds_sha1": "folds", "pseudo_sha1": "pseudo-labels",
-                 "blocks": f"blocks of {backbone} (what top:K opens, kit/backbones.py)"}
-        what = next((named[k] for k in named if k in changed), f"settings ({', '.join(changed[:4])})")
-        raise KitError(f"{run.path} was trained on other {what} than the spec and data give now: force=1 "
-                       f"trains it again (or put them back)")
-
 
 def _build(spec, backbone, entry, f, log):
     """(model, base, device): seeded, on the devices the spec asks for, in their precision."""

@@ -35,6 +35,7 @@ def test_default_schedule_finetunes_the_top_block_100x_lower(tmp_path):
     ({"backbones": ["vgg16", "xcepton"]}, "unknown backbone 'xcepton' (did you mean 'xception'?)"),
     ({"schedule": [{"name": "a", "trainable": "top:0"}]}, "trainable 'top:0' is not none, all, top:K or progressive"),
     ({"schedule": [{"name": "a"}, {"name": "a"}]}, "phase names must differ"),
+    ({"schedule": [{"name": "a", "epochs": 0}, {"name": "b", "epochs": 0}]}, "every phase (a, b) has 0 epochs"),
     ({"schedule": [{"name": "a", "trainable": "progressive", "round_lr": 2}]}, "phase a: round_lr 2.0 is not in (0, 1]"),
     ({"schedule": [{"name": "a", "lr_mult": 0}]}, "phase a: lr_mult 0.0 is not in (0, 1]"),
     ({"schedule": [{"name": "a", "trainable": "progressive", "max_blocks": -1}]}, "max_blocks -1 is below 0"),

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from kit import KitError
 from kit.backbones import BACKBONES
@@ -149,12 +150,40 @@ def test_a_finished_run_is_kept_only_while_its_data_and_settings_are_those_it_wa
     with pytest.raises(KitError, match="trained on other settings \\(dropout\\)"):
         run_fold(tiny(schedule=head, dropout=0.5), "vgg16", 0)
     moved = dataclasses.replace(BACKBONES["vgg16"], blocks=BACKBONES["vgg16"].blocks[1:])
-    with mock.patch.dict(BACKBONES, {"vgg16": moved}), \
-            pytest.raises(KitError, match="trained on other blocks of vgg16 \\(what top:K opens"):
-        run_fold(tiny(schedule=head), "vgg16", 0)  # the registry changed what top:K means
+    with mock.patch.dict(BACKBONES, {"vgg16": moved}):
+        run_fold(tiny(schedule=head), "vgg16", 0)  # the blocks do not matter to a head-only run: kept
     assert (out / "test.csv").stat().st_mtime_ns == stamp
     run_fold(tiny(schedule=[{**head[0], "epochs": 2}]), "vgg16", 0, force=True)
     assert (out / "test.csv").stat().st_mtime_ns != stamp
+
+
+def test_a_run_is_stale_when_the_blocks_its_top_k_opened_are_not_the_registry_s(tiny):
+    """Recorded in config.yaml; a run from before they were recorded had a ResNet's five stages.
+    (A head-only run does not depend on them: the finished-run test above.)"""
+    from kit.data import load_data
+    from kit.folds import load_fold
+    from kit.provenance import check_trained_on, record_trained_on
+    from kit.runs import run_of
+
+    spec = tiny(schedule=SCHEDULE)
+    data = load_data(spec)
+    for backbone in ("vgg16", "resnet50"):
+        run = run_of(spec, backbone, 0)
+        run.path.mkdir(parents=True)
+        record_trained_on(spec, backbone, load_fold(spec, backbone, 0, data=data), run)
+        check_trained_on(spec, backbone, run, data)  # as recorded: kept
+        moved = dataclasses.replace(BACKBONES[backbone], blocks=BACKBONES[backbone].blocks[1:])
+        with mock.patch.dict(BACKBONES, {backbone: moved}), \
+                pytest.raises(KitError, match=f"trained on other blocks of {backbone} \\(what top:K opens.*force=1"):
+            check_trained_on(spec, backbone, run, data)
+        config = yaml.safe_load(run.config.read_text())
+        del config["blocks"]  # as written before 2026-11-28
+        run.config.write_text(yaml.safe_dump(config, sort_keys=False))
+        if backbone == "vgg16":
+            check_trained_on(spec, backbone, run, data)  # its blocks are those of then
+        else:
+            with pytest.raises(KitError, match="trained on other blocks of resnet50"):
+                check_trained_on(spec, backbone, run, data)
 
 
 PROGRESSIVE = [SCHEDULE[0], {"name": "finetune", "trainable": "progressive", "epochs": 2, "lr": 1e-4,
