@@ -260,7 +260,7 @@ def _memory(row, quick):
     off = np.abs(seconds / (intercept + slope * counts) - 1).max()
     row("scaling: time, largest gap to a straight line", off, "fraction", "<= 0.2", off <= 0.2)
     row("scaling: time per extra image", slope * 1000, "ms")
-    pair, rounds = ("vgg16", "resnet50"), (1, 3)
+    pair, rounds = ("vgg16", "resnet50"), (1, 2 if quick else 3)
     one, many = (_fresh(1, base, pair, r)["run_peak_mb"] for r in rounds)
     row(f"make all: peak memory of {rounds[1] * 2} runs", many, "MB")
     row(f"make all: {rounds[1] * 2} runs / {rounds[0] * 2} runs, peak memory", many / one, "x", "<= 1.1",
