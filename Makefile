@@ -11,10 +11,13 @@ PY := $(VENV)/bin/python
 OWN := PYTHON VENV k
 ARGS := $(strip $(foreach v,$(filter-out $(OWN),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),$(v)='$(subst ','\'',$($(v)))')))
 
+# tensorflow's wheel is 570 MB and a download can break off midway for good: pip resumes it, and
+# when that fails a second or third install fetches it from the start.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	for try in 1 2 3; do $(PY) -m pip install --quiet --resume-retries 10 -e '.[dev]' && break; \
+	  [ $$try = 3 ] && exit 1; echo "install: try $$try of 3 failed, trying again" >&2; sleep 15; done
 	touch $@
 
 .PHONY: train demo all predict cv ensemble validate download submit kernel push kernels status collect \

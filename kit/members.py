@@ -36,8 +36,9 @@ def check_member(spec, name, entry):
     pretrained weights do not take."""
     for p in spec.schedule:
         if p.trainable.startswith("top:") and int(p.trainable[4:]) > len(entry.blocks):
+            first, last = (b.rstrip("_") for b in (entry.blocks[0], entry.blocks[-1]))
             raise KitError(f"schedule: phase {p.name}: {p.trainable} is beyond {name}'s {len(entry.blocks)} "
-                           f"blocks (top:1 to top:{len(entry.blocks)}, or all)")
+                           f"blocks (top:1 opens {last}, top:{len(entry.blocks)} {first} and up, or all)")
         if p.trainable == "progressive" and len(entry.blocks) < 2:
             raise KitError(f"schedule: phase {p.name}: progressive needs blocks to open one by one; {name} "
                            f"lists {len(entry.blocks)} (use top:1 or all)")

@@ -74,8 +74,10 @@ def start_tensorflow():
 
 
 # What TensorFlow prints that is no news to a user: its C++ runtime noting an attribute its op
-# registry predates, and Python notes on retracing the prediction function of each new model.
-HARMLESS = (b"NodeDef mentions attribute use_unbounded_threadpool",)
+# registry predates or a CPU without AVX-512 (on building Swin), and Python notes on retracing the
+# prediction function of each new model.
+HARMLESS = (b"NodeDef mentions attribute use_unbounded_threadpool",
+            b"oneDNN supports DT_INT32 only on platforms with AVX-512")
 
 
 def _quiet_tensorflow():

@@ -145,7 +145,6 @@ class Trainer:
             self.checkpoint.restore(self.model, s)
         if not s.phase_done(phase):
             epochs = (s.epoch, s.phase_start + phase.epochs)
-            train, steps, validation = self._inputs(epochs, mode, pooled, tensor)
             opened = sum(int(np.prod(v.shape)) for v in self.base.trainable_weights) / 1e6
             how = {None: "", "head": ", head on cached features",
                    "prefix": f", on the frozen prefix's cached outputs "
@@ -155,6 +154,7 @@ class Trainer:
                      f"{f' (x{phase.lr_mult:g} per block down)' if phase.lr_mult != 1 else ''}, up to "
                      f"{epochs[1] - epochs[0]} epochs"
                      f"{f' (of {phase.epochs}: resumed)' if epochs[0] > s.phase_start else ''}")
+            train, steps, validation = self._inputs(epochs, mode, pooled, tensor)  # logs the cache size
             columns = history_columns(self.spec.task, self.spec.metric)
             average = [AverageWeights()] if self.spec.ema else []  # first: the others see the average
             callbacks = [*average, validation, Tracker(s, phase, self.checkpoint, self.model, columns),

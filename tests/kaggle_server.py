@@ -87,6 +87,10 @@ def serve(tmp_path, monkeypatch):
            "NO_PROXY": "", "no_proxy": ""}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    from kaggle.api.kaggle_api_extended import KaggleApi  # reads KAGGLE_CONFIG_DIR once, at import
+
+    monkeypatch.setattr(KaggleApi, "config_dir", str(home / ".kaggle"))
+    monkeypatch.setattr(KaggleApi, "config", str(token))
     server.env = env
     yield server
     server.httpd.shutdown()

@@ -63,7 +63,7 @@ def test_bad_spec_fails_on_load_naming_the_key(tmp_path, keys, message):
 
 @pytest.mark.parametrize("member, keys, message", [
     ("swin_tiny", {"schedule": [{"name": "a", "trainable": "top:6"}]},
-     "phase a: top:6 is beyond swin_tiny's 5 blocks (top:1 to top:5, or all)"),
+     "phase a: top:6 is beyond swin_tiny's 5 blocks (top:1 opens stage_3, top:5 patch_embedding and up, or all)"),
     ("vgg16", {"schedule": [{"name": "a", "trainable": "top:6"}]}, "top:6 is beyond vgg16's 5 blocks"),
     ("vit_b16", {"weights": "imagenet", "image_size": 384},
      "vit_b16: its pretrained weights take 224px images only, not 384px"),
