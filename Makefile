@@ -83,7 +83,7 @@ submit-code: $(VENV)/.installed ## push it, wait for COMPLETE, submit that versi
 infer: $(VENV)/.installed ## what the inference kernel does, here: the release on data/<slug>'s test images
 	$(PY) -m kit infer $(ARGS)
 
-bench: $(VENV)/.installed ## speed and memory against the kit's targets: table + runs/bench/bench.csv [quick=1] [backbones=1]
+bench: $(VENV)/.installed ## speed and memory against the kit's targets: table + runs/bench/bench.csv [quick=1: smoke run] [backbones=1]
 	$(PY) -m kit bench $(ARGS)
 
 lr-find: $(VENV)/.installed ## a phase's learning rate by a sweep (fold 0): make lr-find phase=finetune [backbone=...]

@@ -122,6 +122,8 @@ def _disk(paths, size, folder, workers, read):
     stamp = hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
     data, index = folder / f"images-{size}-{stamp}.npy", folder / f"images-{size}-{stamp}.json"
     with locked(data.with_suffix(".lock")):  # one process decodes; the others wait and read it
+        for left in folder.glob(f".{data.stem}-*.npy"):  # of a decode killed midway (the lock is ours)
+            left.unlink(missing_ok=True)
         if not (data.is_file() and index.is_file()):
             with atomic_path(data) as tmp:
                 array = np.lib.format.open_memmap(tmp, "w+", np.uint8, (len(paths), size, size, 3))

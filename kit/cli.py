@@ -5,6 +5,7 @@ Every key that is not one of the command's own (competition, fold, backbone, for
 the competition spec: `python -m kit train fold=0 backbone=xception epochs_head=3`.
 """
 import errno
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -272,6 +273,12 @@ def _run(action):
               "command again (finished folds, epochs and predictions are kept)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: finished folds and predictions are kept", file=sys.stderr)
-        return 130
+        return interrupted()
     return 0
+
+
+def interrupted():
+    """Ctrl-C: a second one, while Python shuts down, would only print tracebacks."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print("interrupted: finished folds and predictions are kept", file=sys.stderr)
+    return 130

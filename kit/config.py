@@ -124,7 +124,7 @@ class Spec:
     accumulate: int = 1  # gradient accumulation: one optimizer step every this many batches
     mixup: float = 0.0  # MixUp's alpha: each training batch blended with itself shuffled (0: off) ...
     cutmix: float = 0.0  # ... or CutMix's: a box of another image pasted in, labels mixed by area
-    workers: int = 0  # threads decoding and augmenting images: 0 = one per core (more are capped)
+    workers: int = 0  # threads decoding and augmenting images: 0 or auto = one per core (more: capped)
     # Speed: what is computed once and kept.
     image_cache: str = "auto"  # decoded, resized images: auto (memory up to cache_mb, else disk),
     #                            memory, disk (runs/<slug>/cache/, shared by folds), off
@@ -201,6 +201,7 @@ def override(spec, key, text):
     """Apply one command-line `key=text` to the spec."""
     hints = typing.get_type_hints(Spec)
     if key in hints:
+        text = str(WORDS.get(key, {}).get(text.strip(), text))
         return dataclasses.replace(spec, **{key: _coerce(_parse(text, hints[key]), hints[key], key)})
     phase_hints = typing.get_type_hints(Phase)
     names = [p.name for p in spec.schedule]
@@ -215,8 +216,13 @@ def override(spec, key, text):
     raise KitError(f"unknown key {key!r}{suggest(key, list(hints) + list(keys))}")
 
 
+# Words a number key also takes, for what its number means.
+WORDS = {"workers": {"auto": 0}}
+
+
 def _build(cls, raw, where):
     hints = typing.get_type_hints(cls)
+    raw = {k: WORDS[k].get(v, v) if k in WORDS and isinstance(v, str) else v for k, v in raw.items()}
     unknown = [k for k in raw if k not in hints]
     if unknown:
         raise KitError(f"{where}: unknown key {unknown[0]!r}{suggest(str(unknown[0]), list(hints))}")

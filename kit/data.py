@@ -32,8 +32,11 @@ def load_data(spec):
     root = _root(spec)
     notes = []
     ids, labels, groups = _train_labels(spec, root, notes)
-    _unique(ids, root / (spec.train_csv if spec.layout in ("csv", "long") else spec.train_dir
-                         if spec.layout in ("folders", "filename") else container_files(spec, "train")[0]))
+    where = root / (spec.train_csv if spec.layout in ("csv", "long") else spec.train_dir
+                    if spec.layout in ("folders", "filename") else container_files(spec, "train")[0])
+    if not len(ids):
+        raise KitError(f"{where}: no training images (or labels) in it")
+    _unique(ids, where)
     classes, y = _encode(spec, labels, _where(spec, root, ids))
     train_paths, unlabelled = _locate(spec, root, ids, "train")
     train, test = pd.DataFrame({"id": ids, "path": train_paths}), load_test(spec)
@@ -66,7 +69,11 @@ def load_test(spec):
     root = _root(spec)
     test_ids = _test_ids(spec, root)
     from_sample = spec.test_ids == "sample_submission"
-    _unique(test_ids, root / (spec.sample_submission if from_sample else spec.test_dir))
+    where = root / (spec.sample_submission if from_sample else spec.test_dir)
+    if not len(test_ids):
+        raise KitError(f"{where}: no test images{' (its rows name them)' if from_sample else ''}: "
+                       f"nothing to predict")
+    _unique(test_ids, where)
     return pd.DataFrame({"id": test_ids, "path": _locate(spec, root, test_ids, "test")[0]})
 
 
@@ -136,8 +143,11 @@ def _train_labels(spec, root, notes):
     if spec.layout == "folders":
         if spec.task == "multilabel":
             raise KitError("layout folders gives one label per image: it cannot hold a multilabel task")
-        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                       if p.suffix.lower() in IMAGE_EXTS and p.parent != folder)
+        files = sorted(_images_below(folder))
+        classes = {f.split("/")[0] for f in files}
+        empty = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in classes)
+        if empty:
+            notes.append(f"{folder}: no images in {', '.join(empty)}: not classes of this data")
         return files, [f.split("/")[0] for f in files], None
     files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
     pattern = re.compile(spec.label_regex)
@@ -150,6 +160,14 @@ def _train_labels(spec, root, notes):
     if spec.task == "multilabel":
         labels = [[t for t in label.split(spec.label_sep) if t] for label in labels]
     return files, labels, None
+
+
+def _images_below(folder):
+    """The images in the subfolders of `folder` (symlinked ones too), as paths relative to it."""
+    for top, _, names in os.walk(folder, followlinks=True):
+        if top != str(folder):
+            inside = Path(top).relative_to(folder)
+            yield from ((inside / n).as_posix() for n in names if Path(n).suffix.lower() in IMAGE_EXTS)
 
 
 def _labels_csv(spec, path):

@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 from kit import KitError, postprocess, stack
-from kit.metrics import METRICS, score_decisions, spec_score
+from kit.folds import load_folds
+from kit.metrics import METRICS, column_names, score_decisions, spec_score
+from kit.provenance import check_same_data, settings_of
 from kit.runs import probabilities, run_of, trained_members, variants
 
 METHODS = ("mean", "rank", "weighted", "stack")
@@ -39,14 +41,18 @@ def load_members(spec, data):
     fold, and the `member/fold<k>` runs that are not there (yet)."""
     labels = pd.Series(list(range(len(data.train))), index=data.train["id"])
     members, missing, names = [], [], [v.name for v in variants(spec)]
+    fold_of, columns = None, column_names(spec.task, data.classes)
     for name in names:
-        oofs, tests, scores = [], [], {}
+        oofs, tests, scores, settings = [], [], {}, {}
         for fold in range(spec.n_folds):
             run = run_of(spec, name, fold)
             if not run.finished():
                 missing.append(f"{name}/fold{fold}")
                 continue
+            fold_of = load_folds(spec, data) if fold_of is None else fold_of
             oof, test = run.predictions()
+            check_same_data(spec, run, data, fold_of, same_classes=list(oof.columns) == columns)
+            settings[fold] = settings_of(run)
             unknown = oof.index.difference(labels.index)
             if len(unknown) or not test.index.equals(pd.Index(data.test["id"])):
                 raise KitError(f"{run.path} was trained on other data than data/{spec.slug} holds now "
@@ -54,6 +60,7 @@ def load_members(spec, data):
             scores[fold] = spec_score(spec, data.y[labels[oof.index]], probabilities(spec.task, oof))
             oofs.append(oof)
             tests.append(test)
+        _say_mixed(name, settings)
         if oofs:
             test = sum(t for t in tests) / len(tests)
             oof_fold = np.concatenate([np.full(len(o), k) for k, o in zip(sorted(scores), oofs)])
@@ -64,6 +71,16 @@ def load_members(spec, data):
         raise KitError(f"no finished runs of {', '.join(names)} under {spec.runs_path}: train "
                        f"some folds first (make fold=0 backbone={names[0]} competition={spec.slug}){hint}")
     return (_average_seeds(spec, members, labels_of(data)) if spec.average_seeds else members), missing
+
+
+def _say_mixed(name, settings):
+    """One line when a member's folds were trained with different settings: its CV mixes them."""
+    first = min(settings, default=None)
+    for fold, kept in settings.items():
+        changed = [k for k in {*kept, *settings[first]} if kept.get(k) != settings[first].get(k)]
+        if changed:
+            print(f"{name}: fold{fold} was trained with other settings ({', '.join(sorted(changed)[:4])}) "
+                  f"than fold{first}: its CV mixes them")
 
 
 def _average_seeds(spec, members, y_of):

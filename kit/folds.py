@@ -105,6 +105,8 @@ def load_fold(spec, backbone, fold, log=None, data=None, member=None):
     if log:
         log(f"{spec.slug} / {member or backbone} / fold {fold}: {size}px, {len(data.train)} train images, "
             f"{len(data.test)} test images, classes: {', '.join(data.classes[:10])}")
+    for note in data.notes if log else []:
+        log(note)
     if log and data.unlabelled:
         log(f"{len(data.unlabelled)} images in the train files have no label: not used "
             f"(e.g. {data.unlabelled[0]})")

@@ -38,8 +38,6 @@ def infer(folder, out, overrides=None, slug=None, log=print):
         raise KitError(f"the sample submission's columns ({', '.join(sample.columns)}) are not the release's "
                        f"({', '.join(recipe['submission']['columns'])}): a release of another competition?")
     test = load_test(spec)
-    if not len(test):
-        raise KitError(f"no test images to predict: {spec.data_path / spec.sample_submission} has no rows")
     seen = views(spec, Augmenter(serialized(spec.augment)))
     runs = [(m["name"], run) for m in recipe["members"] for run in m["runs"]]
     log(f"release {release.folder}: {recipe['method']} of {', '.join(m['name'] for m in recipe['members'])}, "

@@ -36,6 +36,15 @@ def cached(spec, phase, base, augment):
     return "prefix" if wanted and phase.trainable.startswith("top:") and cut(base) is not None else None
 
 
+def uncached_why(spec, phase, base):
+    """Why a top:K phase trains end to end though prefix_cache is on (one clause), or None."""
+    if spec.prefix_cache != "on" or not phase.trainable.startswith("top:"):
+        return None
+    if spec.mixup or spec.cutmix:
+        return "mixup and cutmix mix the images of each step"
+    return f"{phase.trainable} leaves nothing frozen below it" if cut(base) is None else None
+
+
 def check_room(spec, base, blocks, n_images, augment):
     """Every phase's prefix cache against the disk, before any work: one line if one would not
     fit, with the size it needs."""

@@ -54,6 +54,25 @@ def check_trained_on(spec, backbone, run, data):
                        f"trains it again (or put them back)")
 
 
+def check_same_data(spec, run, data, fold_of, same_classes):
+    """A finished run's predictions join the others' (cv, ensemble, release) only if it learnt
+    from these training images and folds, and predicts these classes (`same_classes`)."""
+    old = yaml.safe_load(run.config.read_text()) if run.config.is_file() else {}
+    now = _ids(spec, data, fold_of)
+    changed = [k for k in ("train_ids_sha1", "folds_sha1") if k in old and old[k] != now[k]]
+    if changed or not same_classes:
+        what = {"train_ids_sha1": "training images", "folds_sha1": "folds"}[changed[0]] if changed else \
+            "classes"
+        raise KitError(f"{run.path} was trained on other {what} than data/{spec.slug} gives now: force=1 "
+                       f"trains it again")
+
+
+def settings_of(run):
+    """What a run learnt with (its config.yaml) and no more: a member's folds should agree on it."""
+    old = yaml.safe_load(run.config.read_text()) if run.config.is_file() else {}
+    return {k: v for k, v in old.items() if k not in {*AFTER, "fold", "train_ids_sha1", "folds_sha1"}}
+
+
 def _ids(spec, data, fold_of):
     """What a run learns from, as checksums: its training ids, their folds, its pseudo-labels."""
     sha1 = lambda b: hashlib.sha1(b).hexdigest()

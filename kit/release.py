@@ -35,7 +35,7 @@ from kit.files import UMASK, read_csv
 from kit.metrics import spec_score
 from kit.postprocess import fit
 from kit.runs import probabilities, run_of, variant
-from kit.submission import submission_format
+from kit.sample import submission_format
 
 MANIFEST = "kit-release.json"  # also how a kernel recognises a release among its inputs
 METADATA = "dataset-metadata.json"

@@ -1,14 +1,5 @@
-"""Submission CSVs shaped exactly like the competition's sample submission, their validation,
-and the ensemble's submission (the command behind `make ensemble`).
-
-Formats (spec key `submission`, `auto` reads them off the sample submission):
-    probability  one column, P(positive class)                       binary, soft metric
-    label        one column, the class label (as the labels are)     binary/multiclass, hard metric
-    per_class    one probability column per class                    columns named after the classes
-    labels       one column, the labels above `threshold`, space-separated    multilabel
-    long         one row per image and class (`<image>_<class>`), its probability (or 0/1 for a
-                 hard metric)                                        RSNA intracranial hemorrhage
-"""
+"""Submission CSVs shaped exactly like the competition's sample submission (its format: kit/sample.py),
+their validation, and the ensemble's submission (the command behind `make ensemble`)."""
 import datetime
 import json
 from pathlib import Path
@@ -23,36 +14,7 @@ from kit.files import read_csv, write_csv, write_text
 from kit.metrics import METRICS, class_matrix, hard_labels
 from kit.metrics import postprocess as clipped
 from kit.postprocess import decide, fit
-
-
-def submission_format(spec, sample, classes):
-    values = [str(c) for c in sample.columns[1:]]
-    if spec.submission != "auto":
-        fmt = spec.submission
-    elif len(values) == 1 and split_long(sample.iloc[:, 0], classes) is not None:
-        fmt = "long"
-    elif sorted(values) == sorted(classes):
-        fmt = "per_class"
-    elif spec.task == "multilabel":
-        fmt = "labels"
-    elif spec.task == "binary" and not METRICS[spec.metric].hard:
-        fmt = "probability"
-    else:
-        fmt = "label"
-    if fmt == "per_class" and sorted(values) != sorted(classes):
-        raise KitError(f"submission per_class: the sample submission's columns ({', '.join(values)}) "
-                       f"are not the classes ({', '.join(classes)})")
-    if fmt != "per_class" and len(values) != 1:
-        raise KitError(f"submission {fmt} writes one value column; the sample submission has "
-                       f"{len(values)}: {', '.join(values)}")
-    if fmt == "long" and split_long(sample.iloc[:, 0], classes) is None:
-        raise KitError(f"submission long: the sample submission's ids are not <image>_<class> with one row "
-                       f"per image and class ({', '.join(classes[:6])})")
-    fits = {"probability": ("binary",), "labels": ("multilabel",), "label": ("binary", "multiclass")}
-    if spec.task not in fits.get(fmt, (spec.task,)):
-        raise KitError(f"submission {fmt} does not fit a {spec.task} task")
-    return fmt
-
+from kit.sample import submission_format
 
 FLOAT = "%.8g"  # probabilities as written: 0.88659335, not 0.8865933500000001 (1e-8 is finer than any score)
 
@@ -181,7 +143,11 @@ def check(path, spec):
     path = Path(path)
     if not path.is_file():
         raise KitError(f"no submission file at {path}")
-    sample = read_csv(spec.data_path / spec.sample_submission, "sample submission")
+    at = spec.data_path / spec.sample_submission
+    if not at.is_file():
+        raise KitError(f"no sample submission of competition {spec.slug} at {at}: competition=<slug> names "
+                       f"the one {path.name} is for")
+    sample = read_csv(at, "sample submission")
     found = problems(path, sample, spec, load_classes(spec))
     if found:
         raise KitError(f"{path} is not a valid submission ({len(found)} problems):\n"

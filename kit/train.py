@@ -27,9 +27,10 @@ from kit.metrics import spec_score
 from kit.model import Device, Objective, build_model, compile_model, releasing, setup_device
 from kit.plots import plot_curves
 from kit.predict import write_predictions
-from kit.prefix import cached, check_room, cut, prefix_of, suffix_of
+from kit.prefix import cached, check_room, cut, prefix_of, suffix_of, uncached_why
 from kit.provenance import check_trained_on, record_trained_on
 from kit.runs import Run, cache_dir, run_of
+from kit.sample import check_sample
 
 
 @releasing
@@ -45,6 +46,7 @@ def run_fold(spec, member, fold, force=False):
             print(f"{run.path} is being trained by another process: skipped", flush=True)
             return run.path
         data = load_data(spec)
+        check_sample(spec, data.classes)
         if (run.finished() or run.checkpoint.is_dir()) and not force:
             check_trained_on(spec, backbone, run, data)
         if run.finished() and not force:
@@ -145,6 +147,8 @@ class Trainer:
             self.checkpoint.restore(self.model, s)
         if not s.phase_done(phase):
             epochs = (s.epoch, s.phase_start + phase.epochs)
+            if why := mode is None and uncached_why(self.spec, phase, self.base):
+                self.log(f"prefix_cache on: phase {phase.name} trains end to end ({why})")
             opened = sum(int(np.prod(v.shape)) for v in self.base.trainable_weights) / 1e6
             how = {None: "", "head": ", head on cached features",
                    "prefix": f", on the frozen prefix's cached outputs "

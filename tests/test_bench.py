@@ -14,7 +14,7 @@ def test_quick_bench_measures_everything_and_saves_a_table(tmp_path):
     result = subprocess.run([sys.executable, "-m", "kit", "bench", "quick=1"], cwd=tmp_path, capture_output=True,
                             text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr[-3000:]
-    table = pd.read_csv(tmp_path / "runs" / "bench" / "bench.csv")
+    table = pd.read_csv(tmp_path / "runs" / "bench" / "quick.csv")  # bench.csv is the full run's
     assert {"pipeline: kit as it trains (decoded once) / loop", "pipeline at 32px: processes 2",
             "pipeline: plain threads, 2 workers / 1", "top:1 phase, vgg16: speed-up", "top:1 phase, resnet50: speed-up",
             "training epoch: kit / raw", "head phase: speed-up",
@@ -23,6 +23,7 @@ def test_quick_bench_measures_everything_and_saves_a_table(tmp_path):
             "training option ema: 0.999: epoch / plain", "training option lr_mult: 0.5: epoch / plain",
             "frozen base forward pass: dinov2_small at 112px", "frozen base forward pass: swin_tiny at 224px"} <= set(
                 table["measure"])
-    assert (table["value"] > 0).all() and set(table["pass"].dropna()) <= {"yes", "NO"}
+    assert (table["value"] > 0).all() and set(table["pass"].dropna()) == {"quick"}  # too small to judge
+    assert not (tmp_path / "runs" / "bench" / "bench.csv").exists()
     assert any(m.startswith("pipeline: kit without the image cache / best pool (") for m in table["measure"])
     assert "pipeline: kit as it trains (decoded once) / loop" in result.stdout

@@ -56,6 +56,17 @@ def test_the_disk_cache_is_reused_and_remade_when_an_image_changes(photos, tmp_p
     assert images[0].max() == 0 and len(list((tmp_path / "cache").glob("*.np[y]"))) == 2
 
 
+def test_a_decode_killed_midway_leaves_no_file_behind_the_next_run(photos, tmp_path):
+    load_images(photos, 16, "disk", folder=tmp_path / "cache")
+    done = next((tmp_path / "cache").glob("images-16-*.npy"))
+    left = tmp_path / "cache" / f".{done.stem}-k1llme.npy"  # as atomic_path names it; kill -9 keeps it
+    left.write_bytes(b"x" * 1000)
+    other = tmp_path / "cache" / ".images-16-0123456789abcdef-live.npy"  # another set's, maybe being written
+    other.write_bytes(b"x")
+    load_images(photos, 16, "disk", folder=tmp_path / "cache")
+    assert not left.exists() and other.exists()
+
+
 def test_feature_epochs_follow_the_image_order_and_cycle_through_copies():
     features = np.stack([np.full((5, 2), c, np.float32) + np.arange(5)[:, None] / 10 for c in range(3)])
     y = np.arange(5)

@@ -124,6 +124,8 @@ def test_command_line_overrides_are_typed(tmp_path):
     numbers = load_spec(str(spec_file(tmp_path)), {"seeds": "0,1", "image_sizes": "32,40"})
     assert (numbers.seeds, numbers.image_sizes) == ([0, 1], [32, 40])
     assert load_spec(str(spec_file(tmp_path)), {"seeds": "3"}).seeds == [3]
+    assert load_spec(str(spec_file(tmp_path)), {"workers": "auto"}).workers == 0  # one per core
+    assert load_spec(str(spec_file(tmp_path, workers="auto"))).workers == 0
     # phase fields with an underscore in their name, and a phase name with one
     spec = load_spec(str(spec_file(tmp_path, schedule=[{"name": "head"}, {"name": "fine_tune"}])), {
         "trainable_fine_tune": "progressive", "round_lr_fine_tune": "0.5", "max_blocks_fine_tune": "2",
@@ -135,6 +137,7 @@ def test_command_line_overrides_are_typed(tmp_path):
     ("epochs_hed", "3", "unknown key 'epochs_hed' (did you mean 'epochs_head'?)"),
     ("batch_size", "8.5", "batch_size: expected int"),
     ("epochs_head", "x", "epochs_head: expected int"),
+    ("workers", "many", "workers: expected int, got 'many'"),
 ])
 def test_bad_override_is_one_clear_line(tmp_path, key, value, message):
     with pytest.raises(KitError) as e:

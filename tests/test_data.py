@@ -61,6 +61,18 @@ def test_folder_per_class_layout(tmp_path):
     data = load_data(_spec(tmp_path, layout="folders", test_ids="folder", task="binary"))
     assert data.classes == ["cats", "dogs"] and data.y.tolist() == [0, 0, 0, 1, 1, 1]
     assert data.train["id"][0] == "cats/0.jpg" and data.test["id"].tolist() == ["x1"]
+    elsewhere = tmp_path / "foxes"  # a class folder linked in from elsewhere is read like the others
+    (tmp_path / "data" / "train" / "dogs").rename(elsewhere)
+    (tmp_path / "data" / "train" / "dogs").symlink_to(elsewhere)
+    (tmp_path / "data" / "train" / "owls").mkdir()
+    data = load_data(_spec(tmp_path, layout="folders", test_ids="folder", task="binary"))
+    assert data.classes == ["cats", "dogs"] and data.y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert data.notes == [f"{tmp_path / 'data' / 'train'}: no images in owls: not classes of this data"]
+    for path in (tmp_path / "data" / "train" / "cats").iterdir():
+        path.unlink()
+    (tmp_path / "data" / "train" / "dogs").unlink()
+    with pytest.raises(KitError, match="train: no training images"):
+        load_data(_spec(tmp_path, layout="folders", test_ids="folder", task="binary"))
 
 
 def test_label_in_file_name_layout_like_dogs_vs_cats(tmp_path):
@@ -129,6 +141,11 @@ def test_multilabel_from_separated_tags_and_from_one_hot_columns(tmp_path):
      .to_csv(r / "train.csv"), "train.csv: 1 ids appear more than once, e.g. 'tr000' (2 times)"),
     ({"test_ids": "folder"}, lambda r: (r / "test" / "te001.png").rename(r / "test" / "te000.jpg"),
      "test: 1 ids appear more than once, e.g. 'te000'"),
+    ({}, lambda r: (r / "sample_submission.csv").write_text("id,a,b\n"),
+     "sample_submission.csv: no test images (its rows name them): nothing to predict"),
+    ({"test_ids": "folder"}, lambda r: [p.unlink() for p in (r / "test").iterdir()],
+     "test: no test images: nothing to predict"),
+    ({}, lambda r: (r / "train.csv").write_text("id,label\n"), "train.csv: no training images (or labels) in it"),
 ])
 def test_bad_data_is_one_clear_line(tmp_path, keys, edit, message):
     root = write_competition(tmp_path / "data")

@@ -83,3 +83,27 @@ def test_no_runs_and_stale_runs_are_clear_errors(fake_runs):
     test.iloc[:-1].to_csv(run.test, index=False)
     with pytest.raises(KitError, match="was trained on other data .* force=1"):
         load_members(spec, data)
+
+
+def test_runs_of_other_images_folds_or_classes_are_refused_and_mixed_settings_said(fake_runs, capsys):
+    """cv, ensemble and release read the runs `make all` would keep: a stale one is one line."""
+    spec, data, write = fake_runs
+    write("vgg16", 0, 0.1)
+    write("vgg16", 1, 0.1, seed=1)
+    run = run_of(spec, "vgg16", 0)
+    config = run.config.read_text()
+    for edit, what in [("train_ids_sha1: 0bad\n", "training images"), ("folds_sha1: 0bad\n", "folds")]:
+        run.config.write_text(config + edit)
+        with pytest.raises(KitError, match=f"vgg16/fold0 was trained on other {what} than data/tiny gives now"):
+            load_members(spec, data)
+    run.config.write_text(config)
+    oof = pd.read_csv(run.oof)
+    oof.rename(columns={"b": "c"}).to_csv(run.oof, index=False)  # a class the labels no longer have
+    with pytest.raises(KitError, match="vgg16/fold0 was trained on other classes"):
+        load_members(spec, data)
+    oof.to_csv(run.oof, index=False)
+    load_members(spec, data)
+    assert "mixes" not in capsys.readouterr().out
+    run.config.write_text(config + "lr: 0.1\nworkers: 8\n")  # workers: how fast, not what it learns
+    load_members(spec, data)
+    assert capsys.readouterr().out == "vgg16: fold1 was trained with other settings (lr) than fold0: its CV mixes them\n"

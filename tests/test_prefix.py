@@ -41,6 +41,20 @@ def test_the_cut_is_below_the_opened_blocks_and_prefix_then_suffix_is_the_model(
     assert cut(base) is None  # everything trains: nothing to cache
 
 
+def test_prefix_cache_on_says_why_a_top_k_phase_trains_end_to_end(tiny):
+    from kit.config import Phase
+    from kit.prefix import uncached_why
+
+    model, base = build_model("vgg16", "multiclass", 3, 32, None, 0.0)
+    spec, top1, top5 = tiny(prefix_cache="on"), Phase("f", "top:1"), Phase("f", "top:5")
+    set_trainable(base, BACKBONES["vgg16"].blocks, "top:1")
+    assert uncached_why(spec, top1, base) is None  # it is cached
+    assert uncached_why(tiny(prefix_cache="on", mixup=0.2), top1, base) == "mixup and cutmix mix the images of each step"
+    assert uncached_why(tiny(prefix_cache="auto", mixup=0.2), top1, base) is None  # not asked for: nothing to say
+    set_trainable(base, BACKBONES["vgg16"].blocks, "top:5")
+    assert uncached_why(spec, top5, base) == "top:5 leaves nothing frozen below it"
+
+
 @pytest.mark.slow
 def test_a_top1_phase_on_the_cached_prefix_matches_end_to_end_and_batchnorm_never_moves(tiny, tmp_path, capsys):
     predictions = {}

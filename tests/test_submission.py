@@ -6,7 +6,8 @@ import pytest
 
 from kit import KitError
 from kit.config import load_spec
-from kit.submission import check, frame, problems, submission_format, write
+from kit.sample import submission_format
+from kit.submission import check, frame, problems, write
 from tests.helpers import spec_file, write_competition
 
 

@@ -207,6 +207,16 @@ def test_an_unreadable_test_image_is_an_error_naming_it(tiny):
         run_fold(spec, "vgg16", 0)
 
 
+def test_a_sample_submission_of_other_classes_stops_before_any_training(tiny):
+    spec = tiny(schedule=[{**HEAD, "epochs": 1}])
+    sample = pd.read_csv(spec.data_path / "sample_submission.csv")
+    sample.assign(c=0.5).to_csv(spec.data_path / "sample_submission.csv", index=False)
+    with pytest.raises(KitError, match=r"columns \(a, b, c\) are not the classes \(a, b\); no training image "
+                                       r"is labelled c"):
+        run_fold(spec, "vgg16", 0)
+    assert not {"config.yaml", "history.csv", "log.txt"} & {p.name for p in (spec.runs_path / "vgg16" / "fold0").iterdir()}
+
+
 def test_fold_out_of_range_and_unknown_backbone(tiny):
     with pytest.raises(KitError, match="fold 2 is out of range: n_folds is 2"):
         run_fold(tiny(), "vgg16", 2)
