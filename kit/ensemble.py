@@ -74,10 +74,11 @@ def load_members(spec, data):
 
 
 def _say_mixed(name, settings):
-    """One line when a member's folds were trained with different settings: its CV mixes them."""
+    """One line when a member's folds were trained with different settings: its CV mixes them.
+    A key only some configs have (recorded since) is not a difference."""
     first = min(settings, default=None)
     for fold, kept in settings.items():
-        changed = [k for k in {*kept, *settings[first]} if kept.get(k) != settings[first].get(k)]
+        changed = [k for k in kept if k in settings[first] and kept[k] != settings[first][k]]
         if changed:
             print(f"{name}: fold{fold} was trained with other settings ({', '.join(sorted(changed)[:4])}) "
                   f"than fold{first}: its CV mixes them")

@@ -52,9 +52,10 @@ class Run:
         once when another process has it (kit/files.locked)."""
         return locked(self.path / ".lock", wait=False)
 
-    def log(self, message):
+    def log(self, message, screen=True):
         """Print, and keep in log.txt (a resumed run's log goes on)."""
-        print(message, flush=True)
+        if screen:
+            print(message, flush=True)
         with open(self.log_file, "a") as f:
             f.write(message + "\n")
 

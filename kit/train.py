@@ -52,7 +52,11 @@ def run_fold(spec, member, fold, force=False):
         if run.finished() and not force:
             print(f"{run.path} is finished: force=1 trains it again", flush=True)
             return run.path
-        return _train(spec, member, backbone, fold, run, force, data)
+        try:
+            return _train(spec, member, backbone, fold, run, force, data)
+        except KeyboardInterrupt:  # the screen says it too, once, for the whole command
+            run.log("interrupted (Ctrl-C): run again, it resumes after the last finished epoch", screen=False)
+            raise
 
 
 def _train(spec, member, backbone, fold, run, force, data):

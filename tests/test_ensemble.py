@@ -105,5 +105,7 @@ def test_runs_of_other_images_folds_or_classes_are_refused_and_mixed_settings_sa
     load_members(spec, data)
     assert "mixes" not in capsys.readouterr().out
     run.config.write_text(config + "lr: 0.1\nworkers: 8\n")  # workers: how fast, not what it learns
+    other = run_of(spec, "vgg16", 1).config
+    other.write_text(other.read_text() + "lr: 0.01\nworkers: 2\nblocks: [block5_]\n")  # blocks: fold0 predates it
     load_members(spec, data)
     assert capsys.readouterr().out == "vgg16: fold1 was trained with other settings (lr) than fold0: its CV mixes them\n"

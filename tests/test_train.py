@@ -98,6 +98,7 @@ def test_a_forced_retrain_interrupted_leaves_no_finished_run_of_the_old_one(tiny
     with pytest.raises(KeyboardInterrupt):
         run_fold(spec, "vgg16", 0, force=True)
     assert not any((out / name).exists() for name in ("test.csv", "oof.csv", "model.keras"))
+    assert (out / "log.txt").read_text().splitlines()[-1].startswith("interrupted (Ctrl-C): run again, it resumes")
     monkeypatch.undo()
     run_fold(spec, "vgg16", 0)  # not finished: it trains (resumes) without force
     assert (out / "test.csv").is_file()
