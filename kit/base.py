@@ -58,10 +58,22 @@ def _hub(entry, size, weights):
 
 def load_model(path):
     """A saved model.keras, keras-hub's classes registered first when it holds one of them."""
-    with zipfile.ZipFile(path) as saved:
-        if "keras_hub" in saved.read("config.json").decode():
-            import keras_hub  # noqa: F401
+    if "keras_hub" in check_saved(path):
+        import keras_hub  # noqa: F401
     return keras.saving.load_model(path)
+
+
+def check_saved(path):
+    """The config of a saved model.keras, or one line if the file is damaged (cut short, or
+    overwritten: each member's CRC is checked)."""
+    try:
+        with zipfile.ZipFile(path) as saved:
+            config, damaged = saved.read("config.json").decode(), saved.testzip()
+    except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError) as e:
+        config, damaged = "", str(e)
+    if damaged:
+        raise KitError(f"{path} is damaged ({damaged}): train its fold again (force=1), or copy it again")
+    return config
 
 
 def trainable_layers(base, blocks, trainable):

@@ -41,6 +41,8 @@ def validate(spec):
                 shown = ", ".join(repr(a) if a == "" else a for a in allowed)
                 raise KitError(f"{key}: {value!r} is not one of {shown}"
                                f"{suggest(str(value), [a for a in allowed if a])}")
+    if not spec.backbones:
+        raise KitError("backbones: none listed (make backbones lists the ones to choose from)")
     for name in spec.backbones:
         check_backbone(name)
     if spec.task not in METRICS[spec.metric].tasks:

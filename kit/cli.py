@@ -266,6 +266,9 @@ def _run(action):
     except KitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (PermissionError, IsADirectoryError, NotADirectoryError, FileNotFoundError) as e:  # a path given
+        print(f"error: cannot use {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise

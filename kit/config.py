@@ -202,14 +202,14 @@ def override(spec, key, text):
     hints = typing.get_type_hints(Spec)
     if key in hints:
         text = str(WORDS.get(key, {}).get(text.strip(), text))
-        return dataclasses.replace(spec, **{key: _coerce(_parse(text, hints[key]), hints[key], key)})
+        return dataclasses.replace(spec, **{key: _coerce(_parse(text, hints[key], key), hints[key], key)})
     phase_hints = typing.get_type_hints(Phase)
     names = [p.name for p in spec.schedule]
     keys = {f"{f}_{n}": (f, n) for n in names for f in phase_hints if f != "name"}  # fields hold "_" too
     if key in keys:
         field_name, phase_name = keys[key]
         hint = phase_hints[field_name]
-        value = _coerce(_parse(text, hint), hint, key)
+        value = _coerce(_parse(text, hint, key), hint, key)
         schedule = [dataclasses.replace(p, **{field_name: value}) if p.name == phase_name else p
                     for p in spec.schedule]
         return dataclasses.replace(spec, schedule=schedule)
@@ -234,14 +234,20 @@ def _build(cls, raw, where):
     return cls(**{k: _coerce(v, hints[k], f"{where}: {k}") for k, v in raw.items()})
 
 
-def _parse(text, hint):
+def _parse(text, hint, key):
     """Command-line text -> a YAML value, except that strings stay verbatim for string keys."""
     if text.lower() in ("null", "none", "~") and type(None) in typing.get_args(hint):
         return None
     if hint is str or set(typing.get_args(hint)) == {str, type(None)}:
         return text
-    value = yaml.safe_load(text) if text.strip() else ""
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or "unreadable"
+        raise KitError(f"{key}={text}: not valid YAML ({problem})") from None
     lists = [h for h in (hint, *typing.get_args(hint)) if typing.get_origin(h) is list]
+    if lists and value == "":
+        return []  # seeds= : none
     if lists and isinstance(value, str) and ("," in value or typing.get_origin(hint) is list):
         numbers = typing.get_args(lists[0]) in ((int,), (float,))  # seeds=0,1: numbers, not text
         return [yaml.safe_load(v) if numbers else v.strip() for v in value.split(",")]

@@ -18,7 +18,7 @@ from kit import KitError, postprocess, stack
 from kit.folds import load_folds
 from kit.metrics import METRICS, column_names, score_decisions, spec_score
 from kit.provenance import check_same_data, settings_of
-from kit.runs import probabilities, run_of, trained_members, variants
+from kit.runs import probabilities, run_of, test_in_order, trained_members, variants
 
 METHODS = ("mean", "rank", "weighted", "stack")
 
@@ -53,10 +53,10 @@ def load_members(spec, data):
             oof, test = run.predictions()
             check_same_data(spec, run, data, fold_of, same_classes=list(oof.columns) == columns)
             settings[fold] = settings_of(run)
-            unknown = oof.index.difference(labels.index)
-            if len(unknown) or not test.index.equals(pd.Index(data.test["id"])):
+            if len(oof.index.difference(labels.index)):
                 raise KitError(f"{run.path} was trained on other data than data/{spec.slug} holds now "
                                f"(ids differ): train it again with force=1")
+            test = test_in_order(test, data.test["id"], name, fold)
             scores[fold] = spec_score(spec, data.y[labels[oof.index]], probabilities(spec.task, oof))
             oofs.append(oof)
             tests.append(test)
@@ -80,8 +80,9 @@ def _say_mixed(name, settings):
     for fold, kept in settings.items():
         changed = [k for k in kept if k in settings[first] and kept[k] != settings[first][k]]
         if changed:
-            print(f"{name}: fold{fold} was trained with other settings ({', '.join(sorted(changed)[:4])}) "
-                  f"than fold{first}: its CV mixes them")
+            keys = ", ".join(sorted(changed)[:4])
+            print(f"{name}: fold{fold} was trained or predicted with other settings ({keys}) than "
+                  f"fold{first}: its CV mixes them")
 
 
 def _average_seeds(spec, members, y_of):
@@ -166,7 +167,7 @@ def apply(task, method, params, predictions):
 
 def check_method(spec, method, members):
     if method not in METHODS:
-        raise KitError(f"unknown ensemble method {method!r} (methods: {', '.join(METHODS)})")
+        raise KitError(f"unknown ensemble method {method!r} (methods: auto, {', '.join(METHODS)})")
     if method == "rank" and spec.metric != "roc_auc":
         raise KitError(f"rank averaging gives ranks, not probabilities: it fits roc_auc, not {spec.metric}")
     if method == "stack" and len(members) < 2:

@@ -7,6 +7,7 @@ combined and post-processed exactly as `make ensemble` does, then checked agains
 submission present at run time before the CSV is written, atomically.
 """
 import json
+import os
 import time
 from pathlib import Path
 
@@ -29,6 +30,9 @@ from kit.submission import FLOAT, frame, problems
 def infer(folder, out, overrides=None, slug=None, log=print):
     """Predict the current test images with the release in `folder` (of competition `slug`, when
     given); the submission goes to `out`, what made it beside it (.json). Returns `out`."""
+    if str(out).endswith(("/", os.sep)) or Path(out).is_dir():
+        raise KitError(f"out={out} is a folder: give the submission's file, e.g. "
+                       f"out={Path(out) / 'submission.csv'}")
     release = load_release(folder, overrides)
     spec, recipe = release.spec, release.recipe
     if slug and slug != spec.slug:

@@ -53,8 +53,12 @@ def predict_fold(spec, member, fold):
     run = run_of(spec, member, fold)
     if not run.model.is_file():
         raise KitError(f"no trained model at {run.model}: train the fold first")
-    f = load_fold(spec, backbone, fold)
     model = load_model(run.model)
+    trained_at = model.inputs[0].shape[1]
+    f = load_fold(spec, backbone, fold)
+    if f.size != trained_at:
+        raise KitError(f"{run.path} was trained on {trained_at}px images, not {f.size}px: predict at its "
+                       f"size (image_size={trained_at})")
     value = write_predictions(spec, model, f, spec.batch_size, Augmenter(serialized(spec.augment)), run)
     print(f"{run.path}: predicted with {len(views(spec, None))} view(s); "
           f"fold {fold} {spec.metric}: {value:.5f}")

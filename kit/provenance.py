@@ -24,6 +24,9 @@ AFTER = {"runs_dir", "data_dir", "workers", "image_cache", "cache_mb", "tta", "t
          "kernel_gpu", "kernel_internet", "backbones", "seeds", "image_sizes", "average_seeds",
          "pseudo_threshold", "test_ids", "test_dir", "sample_submission", "source"}
 
+# What a run learnt from, as config.yaml's checksums (labels: recorded since 2026-11-28).
+DATA = {"train_ids_sha1": "training images", "labels_sha1": "labels", "folds_sha1": "folds"}
+
 
 def record_trained_on(spec, member, f, run):
     """config.yaml of a run of `member` starting on fold `f` (kit/folds.Fold)."""
@@ -47,7 +50,7 @@ def check_trained_on(spec, backbone, run, data):
         old.setdefault("blocks", _blocks_before_recorded(backbone))
     changed = [k for k, v in now.items() if k not in AFTER and k in old and old[k] != v]
     if changed:
-        named = {"train_ids_sha1": "training images", "folds_sha1": "folds", "pseudo_sha1": "pseudo-labels",
+        named = {**DATA, "pseudo_sha1": "pseudo-labels",
                  "blocks": f"blocks of {backbone} (what top:K opens, kit/backbones.py)"}
         what = next((named[k] for k in named if k in changed), f"settings ({', '.join(changed[:4])})")
         raise KitError(f"{run.path} was trained on other {what} than the spec and data give now: force=1 "
@@ -59,18 +62,17 @@ def check_same_data(spec, run, data, fold_of, same_classes):
     from these training images and folds, and predicts these classes (`same_classes`)."""
     old = yaml.safe_load(run.config.read_text()) if run.config.is_file() else {}
     now = _ids(spec, data, fold_of)
-    changed = [k for k in ("train_ids_sha1", "folds_sha1") if k in old and old[k] != now[k]]
+    changed = [k for k in DATA if k in old and old[k] != now[k]]
     if changed or not same_classes:
-        what = {"train_ids_sha1": "training images", "folds_sha1": "folds"}[changed[0]] if changed else \
-            "classes"
+        what = DATA[changed[0]] if changed else "classes"
         raise KitError(f"{run.path} was trained on other {what} than data/{spec.slug} gives now: force=1 "
                        f"trains it again")
 
 
 def settings_of(run):
-    """What a run learnt with (its config.yaml) and no more: a member's folds should agree on it."""
+    """What a run learnt and predicted with (its config.yaml): a member's folds should agree on it."""
     old = yaml.safe_load(run.config.read_text()) if run.config.is_file() else {}
-    return {k: v for k, v in old.items() if k not in {*AFTER, "fold", "train_ids_sha1", "folds_sha1"}}
+    return {k: v for k, v in old.items() if k not in {*AFTER, "fold", *DATA} - {"tta", "tta_augment"}}
 
 
 def _ids(spec, data, fold_of):
@@ -78,6 +80,7 @@ def _ids(spec, data, fold_of):
     sha1 = lambda b: hashlib.sha1(b).hexdigest()
     pseudo = {"pseudo_sha1": sha1(Path(spec.pseudo).read_bytes())} if spec.pseudo else {}
     return {"train_ids_sha1": sha1("\n".join(data.train["id"]).encode()),
+            "labels_sha1": sha1(np.ascontiguousarray(data.y).tobytes() + "\n".join(data.classes).encode()),
             "folds_sha1": sha1(np.asarray(fold_of).tobytes()), **pseudo}
 
 

@@ -19,7 +19,7 @@ from kit.config import dump
 from kit.data import load_data
 from kit.files import write_csv, write_text
 from kit.metrics import column_names
-from kit.runs import probabilities, pseudo_file, run_of, variants
+from kit.runs import probabilities, pseudo_file, run_of, test_in_order, variants
 
 
 def pseudo_round(spec):
@@ -28,11 +28,12 @@ def pseudo_round(spec):
     members = [v.name for v in variants(spec) if not v.pseudo]
     frames = []
     for fold in range(spec.n_folds):
-        runs = [run_of(spec, m, fold) for m in members if run_of(spec, m, fold).finished()]
+        runs = {m: run_of(spec, m, fold) for m in members if run_of(spec, m, fold).finished()}
         if not runs:
             print(f"fold {fold}: no finished run of {', '.join(members)}: no pseudo-labels for it")
             continue
-        p = np.mean([probabilities(spec.task, run.predictions()[1].loc[data.test["id"]]) for run in runs], 0)
+        p = np.mean([probabilities(spec.task, test_in_order(run.predictions()[1], data.test["id"], m, fold))
+                     for m, run in runs.items()], 0)
         sure = _confident(spec, p)
         labels = _labels(spec, p[sure])
         columns = column_names(spec.task, data.classes)
@@ -62,4 +63,4 @@ def _labels(spec, p):
     """Hard labels, one 0/1 column per stored class (binary: the positive one)."""
     if spec.task == "multiclass":
         return np.eye(p.shape[1], dtype=int)[p.argmax(1)]
-    return (p >= 0.5).astype(int).reshape(len(p), -1)
+    return (p >= 0.5).astype(int).reshape(len(p), p.shape[1] if p.ndim == 2 else 1)  # no row: still 2-D

@@ -26,6 +26,7 @@ import yaml
 
 from kit import KitError
 from kit.augment import serialized
+from kit.base import check_saved
 from kit.checks import check_backbone
 from kit.config import Spec, dump, load_spec
 from kit.data import load_data
@@ -157,6 +158,7 @@ def _write(spec, user, models, recipe):
     tmp = Path(tempfile.mkdtemp(prefix=".release-", dir=folder.parent))
     try:
         for name, source in models.items():
+            check_saved(source)  # a damaged model would fail only where the kernel runs
             shutil.copyfile(source, tmp / name)
         for name, text in texts.items():
             (tmp / name).write_text(text)
@@ -219,12 +221,18 @@ def load_release(folder, overrides=None):
         if _sha256(folder / name) != digest:
             raise KitError(f"{folder / name} does not match its checksum in {MANIFEST} (damaged or changed): "
                            f"make release and publish it again")
+    recipe = _json(folder / "recipe.json")
+    needed = ["recipe.json", "spec.yaml", *(r["file"] for m in recipe["members"] for r in m["runs"])]
+    unlisted = [name for name in needed if name not in files]
+    if unlisted:
+        raise KitError(f"{folder / MANIFEST} does not list {unlisted[0]} (damaged or changed): make release "
+                       f"and publish it again")
     overrides = dict(overrides or {})
     if (folder / "augment.json").is_file():
         overrides["augment"] = str(folder / "augment.json")
     spec = load_spec(str(folder / "spec.yaml"), overrides)
     digest = hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
-    return Release(folder, spec, _json(folder / "recipe.json"), digest)
+    return Release(folder, spec, recipe, digest)
 
 
 def _json(path, default=None):

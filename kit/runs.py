@@ -72,8 +72,26 @@ class Run:
 
     def predictions(self):
         """(oof, test): frames of probability columns indexed by id."""
-        return tuple(read_csv(path, what).set_index("id").astype(float)
-                     for path, what in ((self.oof, "OOF predictions"), (self.test, "test predictions")))
+        frames = []
+        for path, what in ((self.oof, "OOF predictions"), (self.test, "test predictions")):
+            frame = read_csv(path, what)
+            try:
+                frames.append(frame.set_index("id").astype(float))
+            except (KeyError, ValueError) as e:
+                raise KitError(f"{path}: damaged {what} ({str(e).splitlines()[0][:80]}): make predict "
+                               f"predicts them again") from None
+            if frame.empty:
+                raise KitError(f"{path}: damaged {what} (no rows): make predict predicts them again")
+        return tuple(frames)
+
+
+def test_in_order(test, ids, member, fold):
+    """A run's test predictions in the order of `ids` (the test images now), or one line saying
+    how to predict them again (a test set changed after training, as a code competition's)."""
+    if len(test) != len(ids) or not pd.Index(ids).isin(test.index).all():
+        raise KitError(f"{member}/fold{fold} predicted other test images than the data holds now: make "
+                       f"predict fold={fold} backbone={member} predicts them again")
+    return test.loc[list(ids)]
 
 
 def _frame(task, classes, ids, p):

@@ -33,6 +33,8 @@ def submission_format(spec, sample, classes):
         raise KitError(f"submission per_class: the sample submission's columns ({', '.join(values)}) "
                        f"are not the classes ({', '.join(classes)})"
                        f"{f'; no training image is labelled {unseen[0]}' if unseen else ''}")
+    if not values:
+        raise KitError(f"the sample submission has only its id column ({sample.columns[0]}): no value column")
     if fmt != "per_class" and len(values) != 1:
         raise KitError(f"submission {fmt} writes one value column; the sample submission has "
                        f"{len(values)}: {', '.join(values)}")

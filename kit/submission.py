@@ -35,27 +35,23 @@ def frame(spec, sample, classes, test_ids, p, params=None):
     p = p[position[images].to_numpy()]
     out = pd.DataFrame({id_column: sample[id_column]})
     hard = METRICS[spec.metric].hard
-    if fmt == "long":  # each row: its image's value for its class
-        column = np.array([classes.index(c) for c in row_classes])
+    if fmt in ("long", "per_class"):  # a value per image and class: 0/1 where the metric scores labels
         if hard:
             labels = decide(spec, params, p)
             matrix = labels if labels.ndim == 2 else np.eye(len(classes), dtype=int)[labels]
         else:
             matrix = class_matrix(spec.task, decide(spec, params, p) if spec.metric == "log_loss"
                                   else clipped(spec, p))
-        out[sample.columns[1]] = matrix[np.arange(len(out)), column]
-        return out
-    if fmt in ("per_class", "probability"):  # post-processed only where it gives probabilities
-        p = decide(spec, params, p) if spec.metric == "log_loss" else clipped(spec, p)
-    else:  # labels, post-processed where the metric scores labels
-        labels = decide(spec, params, p) if hard else hard_labels(spec.task, p, spec.threshold)
-    if fmt == "per_class":
-        matrix = class_matrix(spec.task, p)
-        for column in sample.columns[1:]:
+        if fmt == "long":  # each row: its image's value for its class
+            out[sample.columns[1]] = matrix[np.arange(len(out)), [classes.index(c) for c in row_classes]]
+        for column in sample.columns[1:] if fmt == "per_class" else []:
             out[column] = matrix[:, classes.index(str(column))]
-    elif fmt == "probability":
-        out[sample.columns[1]] = p
-    elif fmt == "labels":
+        return out
+    if fmt == "probability":  # post-processed only where it gives probabilities
+        out[sample.columns[1]] = decide(spec, params, p) if spec.metric == "log_loss" else clipped(spec, p)
+        return out
+    labels = decide(spec, params, p) if hard else hard_labels(spec.task, p, spec.threshold)
+    if fmt == "labels":
         out[sample.columns[1]] = [" ".join(c for c, on in zip(classes, row) if on) for row in labels]
     else:
         out[sample.columns[1]] = [classes[k] for k in labels]
@@ -165,7 +161,7 @@ def ensemble_submission(spec, method="auto"):
     e = chosen.ensemble
     params = fit(spec, e.y, e.oof) if chosen.apply_postprocess else None
     name = e.method + ("+pp" if params else "")
-    runs = [f"{m.name}/fold{k}" for m in members for k in m.folds]
+    runs = [f"{part}/fold{k}" for m in members for part in m.parts for k in m.folds]  # each seed averaged
     about = {"competition": spec.slug, "method": name, "metric": spec.metric, "cv": round(chosen.score, 6),
              "cv_without_postprocess": round(chosen.cv, 6), "members": [m.name for m in members],
              "ensemble": e.params, "postprocess": params, "runs": runs, "missing": missing}

@@ -1,5 +1,6 @@
 """Fixtures: a tiny competition and its spec, and the stand-in Kaggle server."""
 import os
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,7 @@ def fake_runs(tmp_path):
         t = rng.random(len(data.test))
         pd.DataFrame({"id": data.test["id"], "a": t, "b": 1 - t}).to_csv(run.test, index=False)
         run.config.write_text(f"backbone: {backbone}\nfold: {fold}\nimage_size: 32\n")
-        run.model.write_bytes(f"stand-in model of {backbone} fold {fold}".encode())
+        with zipfile.ZipFile(run.model, "w") as model:  # a .keras file's shape, not a model
+            model.writestr(zipfile.ZipInfo("config.json"), f"stand-in model of {backbone} fold {fold}")
         return t
     return spec, data, write

@@ -23,6 +23,7 @@ def kit(*args, cwd=ROOT):
     (["train", "competition=nope"], "error: unknown competition 'nope'"),
     (["train", "fold"], "error: expected key=value, got 'fold'"),
     (["trian"], "error: unknown command 'trian'"),
+    (["folds", "runs_dir=/proc/kit-runs"], "error: cannot use /proc/kit-runs: No such file or directory"),
     (["train", "competition=dogs-vs-cats-redux-kernels-edition", "data_dir=/nonexistent/dvc"],
      "error: no data folder /nonexistent/dvc: "
      "run `make download competition=dogs-vs-cats-redux-kernels-edition`"),

@@ -125,6 +125,7 @@ def test_command_line_overrides_are_typed(tmp_path):
     assert (numbers.seeds, numbers.image_sizes) == ([0, 1], [32, 40])
     assert load_spec(str(spec_file(tmp_path)), {"seeds": "3"}).seeds == [3]
     assert load_spec(str(spec_file(tmp_path)), {"workers": "auto"}).workers == 0  # one per core
+    assert load_spec(str(spec_file(tmp_path, seeds=[1])), {"seeds": ""}).seeds == []  # seeds= : none
     assert load_spec(str(spec_file(tmp_path, workers="auto"))).workers == 0
     # phase fields with an underscore in their name, and a phase name with one
     spec = load_spec(str(spec_file(tmp_path, schedule=[{"name": "head"}, {"name": "fine_tune"}])), {
@@ -138,6 +139,9 @@ def test_command_line_overrides_are_typed(tmp_path):
     ("batch_size", "8.5", "batch_size: expected int"),
     ("epochs_head", "x", "epochs_head: expected int"),
     ("workers", "many", "workers: expected int, got 'many'"),
+    ("classes", "[a", "classes=[a: not valid YAML (expected ',' or ']', but got '<stream end>')"),
+    ("augment", "{a", "augment={a: not valid YAML"),
+    ("backbones", "", "backbones: none listed (make backbones lists the ones to choose from)"),
 ])
 def test_bad_override_is_one_clear_line(tmp_path, key, value, message):
     with pytest.raises(KitError) as e:

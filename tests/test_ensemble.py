@@ -43,7 +43,7 @@ def test_mean_rank_and_weighted_ensembles(fake_runs):
                                   backbones=["vgg16", "resnet50", "xception"])))
     rank = combine(auc, members, y_of, "rank")
     assert 0 < rank.oof.min() and rank.oof.max() <= 1 and 0 < rank.test.min()
-    with pytest.raises(KitError, match="unknown ensemble method 'median' \\(methods: mean, rank, weighted, stack\\)"):
+    with pytest.raises(KitError, match="unknown ensemble method 'median' \\(methods: auto, mean, rank, weighted, stack\\)"):
         combine(spec, members, y_of, "median")
 
 
@@ -80,8 +80,19 @@ def test_no_runs_and_stale_runs_are_clear_errors(fake_runs):
     write("vgg16", 0, 0.1)
     run = run_of(spec, "vgg16", 0)
     test = pd.read_csv(run.test)
-    test.iloc[:-1].to_csv(run.test, index=False)
+    test.iloc[::-1].to_csv(run.test, index=False)  # the same images in another order: read in the data's
+    members, _ = load_members(spec, data)
+    assert members[0].test.index.tolist() == data.test["id"].tolist()
+    test.iloc[:-1].to_csv(run.test, index=False)  # a test set changed since: predicted again, not retrained
+    with pytest.raises(KitError, match="vgg16/fold0 predicted other test images .*make predict fold=0 backbone=vgg16"):
+        load_members(spec, data)
+    test.to_csv(run.test, index=False)
+    oof = pd.read_csv(run.oof)
+    oof.assign(id=oof["id"] + "x").to_csv(run.oof, index=False)
     with pytest.raises(KitError, match="was trained on other data .* force=1"):
+        load_members(spec, data)
+    oof.assign(a="0.3x").to_csv(run.oof, index=False)
+    with pytest.raises(KitError, match="oof.csv: damaged OOF predictions .*make predict"):
         load_members(spec, data)
 
 
@@ -92,7 +103,8 @@ def test_runs_of_other_images_folds_or_classes_are_refused_and_mixed_settings_sa
     write("vgg16", 1, 0.1, seed=1)
     run = run_of(spec, "vgg16", 0)
     config = run.config.read_text()
-    for edit, what in [("train_ids_sha1: 0bad\n", "training images"), ("folds_sha1: 0bad\n", "folds")]:
+    for edit, what in [("train_ids_sha1: 0bad\n", "training images"), ("folds_sha1: 0bad\n", "folds"),
+                       ("labels_sha1: 0bad\n", "labels")]:
         run.config.write_text(config + edit)
         with pytest.raises(KitError, match=f"vgg16/fold0 was trained on other {what} than data/tiny gives now"):
             load_members(spec, data)
@@ -108,4 +120,8 @@ def test_runs_of_other_images_folds_or_classes_are_refused_and_mixed_settings_sa
     other = run_of(spec, "vgg16", 1).config
     other.write_text(other.read_text() + "lr: 0.01\nworkers: 2\nblocks: [block5_]\n")  # blocks: fold0 predates it
     load_members(spec, data)
-    assert capsys.readouterr().out == "vgg16: fold1 was trained with other settings (lr) than fold0: its CV mixes them\n"
+    assert capsys.readouterr().out == "vgg16: fold1 was trained or predicted with other settings (lr) than fold0: its CV mixes them\n"
+    run.config.write_text(config + "tta: [hflip]\n")
+    other.write_text(other.read_text().replace("lr: 0.01", "tta: []"))  # predicted again with other views
+    load_members(spec, data)
+    assert capsys.readouterr().out == "vgg16: fold1 was trained or predicted with other settings (tta) than fold0: its CV mixes them\n"

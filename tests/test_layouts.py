@@ -84,7 +84,8 @@ def _key(want, i):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SPECS)
-def test_each_form_trains_a_fold_and_writes_a_valid_submission(tmp_path, name, capsys):
+def test_each_form_trains_a_fold_and_writes_a_valid_submission(tmp_path, name, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # submissions/ is made where the command runs
     spec, _ = _competition(tmp_path, name, image_cache="disk")
     run_fold(spec, "vgg16", 0)
     path = ensemble_submission(spec, "mean")

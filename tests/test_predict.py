@@ -1,4 +1,6 @@
 """Test-time augmentation, and predicting again with a trained fold."""
+import dataclasses
+
 import keras
 import numpy as np
 import pandas as pd
@@ -56,6 +58,12 @@ def test_predict_again_with_tta_rewrites_only_the_predictions(tiny):
     assert before["id"].tolist() == after["id"].tolist()
     assert not np.allclose(before[["a", "b"]], after[["a", "b"]])
     assert (out / "model.keras").read_bytes() == model_bytes
+    from kit import KitError
+    with pytest.raises(KitError, match="fold0 was trained on 32px images, not 48px: predict at its size"):
+        predict_fold(dataclasses.replace(spec, image_size=48), "vgg16", 0)
+    (out / "model.keras").write_bytes(model_bytes[:-100])  # a copy cut short
+    with pytest.raises(KitError, match="model.keras is damaged .*train its fold again"):
+        predict_fold(spec, "vgg16", 0)
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from kit import KitError
 from kit.bundle import build_inference_bundle
 from kit.ensemble import combine, labels_of, load_members
 from kit.release import MANIFEST, build_release, find_release, load_release
+from kit.runs import run_of
 from tests.helpers import image, kernel_env
 
 KEY = "0123456789abcdef0123456789abcdef"  # the stand-in server's dummy token key
@@ -33,7 +34,7 @@ def test_a_release_is_flat_checksummed_credential_free_and_the_same_bytes_when_r
     files = _files(folder)
     assert sorted(files) == ["dataset-metadata.json", MANIFEST, "recipe.json", "resnet50-fold0.keras",
                              "resnet50-fold1.keras", "spec.yaml", "vgg16-fold0.keras", "vgg16-fold1.keras"]
-    assert files["vgg16-fold1.keras"] == b"stand-in model of vgg16 fold 1"  # the run's model, as it is
+    assert files["vgg16-fold1.keras"] == run_of(spec, "vgg16", 1).model.read_bytes()  # the run's model, as it is
     recipe = json.loads(files["recipe.json"])
     assert [(m["name"], m["weight"]) for m in recipe["members"]] == [("vgg16", 0.5), ("resnet50", 0.5)]
     assert recipe["members"][0]["runs"] == [
@@ -72,9 +73,18 @@ def test_what_cannot_be_released_is_one_clear_line(fake_runs):
     model.write_bytes(model.read_bytes() + b"!")
     with pytest.raises(KitError, match="vgg16-fold0.keras does not match its checksum in kit-release.json"):
         load_release(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    del manifest["files"]["vgg16-fold0.keras"]  # then a damaged model would go unchecked
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(KitError, match="kit-release.json does not list vgg16-fold0.keras"):
+        load_release(folder)
     (folder / MANIFEST).write_text("{bad")
     with pytest.raises(KitError, match="kit-release.json is not readable JSON: a damaged release"):
         load_release(folder)
+    run = run_of(spec, "vgg16", 0).model
+    run.write_bytes(run.read_bytes()[:-30])  # cut short: it would fail only where the kernel runs
+    with pytest.raises(KitError, match="vgg16/fold0/model.keras is damaged .*train its fold again"):
+        build_release(spec, "mean", "tester")
 
 
 def test_a_release_predicts_with_the_views_its_runs_were_predicted_with(fake_runs):
@@ -113,6 +123,9 @@ def test_at_run_time_a_bad_test_image_or_another_sample_is_one_line_and_keeps_th
     write("vgg16", 0, 0.1)
     folder = build_release(spec, "mean", "tester")
     overrides = {"data_dir": str(spec.data_path), "runs_dir": str(spec.runs_path.parent)}
+    for out in (tmp_path, f"{tmp_path / 'new'}/"):
+        with pytest.raises(KitError, match="is a folder: give the submission's file, e.g. out=.*submission.csv"):
+            infer(folder, out, overrides)
     out = tmp_path / "submission.csv"
     out.write_text("the last good one\n")
     sample = spec.data_path / "sample_submission.csv"
@@ -198,10 +211,11 @@ def test_submit_code_pushes_waits_for_complete_and_submits_that_version(fake_run
         submit_code(spec, "tester", "m", poll=0)
     publish(spec)
     model = run_of(spec, "vgg16", 0).model
+    original = model.read_bytes()
     model.write_bytes(b"retrained")
     with pytest.raises(KitError, match="retrained since make release: vgg16/fold0: make release and make publish"):
         submit_code(spec, "tester", "m", poll=0)
-    model.write_bytes(b"stand-in model of vgg16 fold 0")
+    model.write_bytes(original)
     kaggle_server.replies["SaveKernel"] = lambda body: (200, {"ref": "r", "url": "u", "versionNumber": 7}, {})
     states = iter(["QUEUED", "RUNNING", "RUNNING", "COMPLETE"])
     kaggle_server.replies["GetKernelSessionStatus"] = lambda body: (200, {"status": next(states)}, {})
@@ -273,6 +287,7 @@ def test_the_inference_kernel_on_a_hidden_test_set_writes_what_the_local_kit_wou
     for backbone in spec.backbones:
         for fold in range(spec.n_folds):
             predict_fold(spec, backbone, fold)
+    monkeypatch.chdir(tmp_path)  # submissions/ is made where the command runs
     local = pd.read_csv(ensemble_submission(spec, "mean"), dtype={"id": str})
     assert local["id"].tolist() == ids
     np.testing.assert_allclose(got[["a", "b"]], local[["a", "b"]], atol=1e-6)

@@ -149,6 +149,12 @@ def test_a_finished_run_is_kept_only_while_its_data_and_settings_are_those_it_wa
         run_fold(tiny(schedule=[{**head[0], "epochs": 2}]), "vgg16", 0)
     with pytest.raises(KitError, match="trained on other settings \\(dropout\\)"):
         run_fold(tiny(schedule=head, dropout=0.5), "vgg16", 0)
+    csv = tiny().data_path / "train.csv"
+    labels = pd.read_csv(csv)
+    labels.assign(label=labels["label"].map({"a": "b", "b": "a"})).to_csv(csv, index=False)  # same ids, classes
+    with pytest.raises(KitError, match="fold0 was trained on other labels than the spec and data give now"):
+        run_fold(tiny(schedule=head), "vgg16", 0)
+    labels.to_csv(csv, index=False)
     moved = dataclasses.replace(BACKBONES["vgg16"], blocks=BACKBONES["vgg16"].blocks[1:])
     with mock.patch.dict(BACKBONES, {"vgg16": moved}):
         run_fold(tiny(schedule=head), "vgg16", 0)  # the blocks do not matter to a head-only run: kept

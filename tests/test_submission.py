@@ -34,6 +34,8 @@ def test_format_is_read_off_the_sample_submission(tmp_path, task, metric, column
 
 
 def test_formats_that_cannot_fit_are_errors(tmp_path):
+    with pytest.raises(KitError, match="the sample submission has only its id column \\(id\\): no value column"):
+        submission_format(_spec(tmp_path), _sample(["x"]), ["a", "b"])
     with pytest.raises(KitError, match="submission per_class: the sample submission's columns \\(p\\) are not"):
         submission_format(_spec(tmp_path, submission="per_class"), _sample(["x"], p=0), ["a", "b"])
     with pytest.raises(KitError, match="submission probability does not fit a multiclass task"):
@@ -77,9 +79,22 @@ def test_written_submissions_are_named_by_time_and_method_and_never_overwritten(
     args = (spec, sample, ["a", "b"], ["t1", "t2"], np.array([[0.2, 0.8], [0.6, 0.4]]), "mean", {"cv": 0.5})
     first, second = write(*args, folder=tmp_path / "subs"), write(*args, folder=tmp_path / "subs")
     assert first != second and first.name.startswith("tiny-") and first.name.endswith("-mean.csv")
-    assert first.read_text() == "id,a,b\nt1,0.2,0.8\nt2,0.6,0.4\n"
+    assert first.read_text() == "id,a,b\nt1,0,1\nt2,1,0\n"  # accuracy scores decisions: one-hot
     assert json.loads(first.with_suffix(".json").read_text()) == {"cv": 0.5}
     assert sorted(p.name for p in (tmp_path / "subs").iterdir() if p.name.startswith(".")) == []
+
+
+def test_per_class_columns_hold_what_the_metric_scores_post_processed_as_the_cv_was(tmp_path):
+    p = np.array([[0.2, 0.8, 0.4], [0.6, 0.4, 0.05]])
+    sample = _sample(["t1", "t2"], a=0, b=0, c=0)
+    soft = frame(_spec(tmp_path, task="multilabel", metric="log_loss", clip=0.01), sample, ["a", "b", "c"],
+                 ["t1", "t2"], p)
+    np.testing.assert_allclose(soft[["a", "b", "c"]], [[0.2, 0.8, 0.4], [0.6, 0.4, 0.05]])
+    spec = _spec(tmp_path, task="multilabel", metric="f2", threshold=0.5)
+    assert frame(spec, sample, ["a", "b", "c"], ["t1", "t2"], p)[["a", "b", "c"]].to_numpy().tolist() == [
+        [0, 1, 0], [1, 0, 0]]  # the spec's threshold
+    fitted = frame(spec, sample, ["a", "b", "c"], ["t1", "t2"], p, {"thresholds": [0.7, 0.9, 0.3]})
+    assert fitted[["a", "b", "c"]].to_numpy().tolist() == [[0, 0, 1], [0, 0, 0]]  # the fitted thresholds
 
 
 def test_every_problem_of_a_csv_is_listed_on_its_own_line(tmp_path):

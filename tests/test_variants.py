@@ -1,4 +1,6 @@
 """Members beyond backbones: seeds and image sizes of one backbone, and a pseudo-labelling round."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -31,7 +33,7 @@ def test_member_names_stand_for_a_backbone_and_its_variant(tiny):
 
 
 @pytest.mark.slow
-def test_seed_members_then_a_pseudo_round_whose_labels_never_reach_validation(tiny, capsys):
+def test_seed_members_then_a_pseudo_round_whose_labels_never_reach_validation(tiny, capsys, tmp_path, monkeypatch):
     from kit.folds import load_fold
     from kit.pseudo import pseudo_round
     from kit.train import run_fold
@@ -51,6 +53,11 @@ def test_seed_members_then_a_pseudo_round_whose_labels_never_reach_validation(ti
     averaged, _ = load_members(tiny(backbones=["vgg16"], seeds=[0, 1], average_seeds=True), data)
     assert [m.name for m in averaged] == ["vgg16-seeds"] and averaged[0].parts == ["vgg16-seed0", "vgg16-seed1"]
     np.testing.assert_allclose(averaged[0].test, (members[0].test + members[1].test) / 2)
+    from kit.submission import ensemble_submission
+    monkeypatch.chdir(tmp_path)  # submissions/ is made where the command runs
+    made = json.loads(ensemble_submission(tiny(backbones=["vgg16"], seeds=[0, 1], average_seeds=True,
+                                               metric="log_loss"), "mean").with_suffix(".json").read_text())
+    assert made["runs"] == ["vgg16-seed0/fold0", "vgg16-seed0/fold1", "vgg16-seed1/fold0", "vgg16-seed1/fold1"]
 
     round2 = load_spec(str(pseudo_round(tiny(backbones=["vgg16"], seeds=[0, 1], metric="log_loss", schedule=HEAD,
                                              pseudo_threshold=0.5))))
@@ -76,3 +83,21 @@ def test_a_pseudo_round_before_any_run_says_what_it_needs(tiny):
 
     with pytest.raises(KitError, match="a pseudo round needs round 1's test predictions: no finished runs of vgg16"):
         pseudo_round(tiny())
+
+
+def test_a_pseudo_round_with_no_confident_image_or_another_test_set_is_no_traceback(fake_runs, tmp_path):
+    import dataclasses
+
+    from kit.pseudo import _labels, pseudo_round
+    from kit.runs import run_of
+
+    spec, data, write = fake_runs
+    for task, p in (("binary", np.zeros(0)), ("multilabel", np.zeros((0, 3)))):  # no row is sure
+        assert _labels(dataclasses.replace(spec, task=task), p).shape == (0, 1 if task == "binary" else 3)
+    write("vgg16", 0, 0.1)
+    pseudo_round(dataclasses.replace(spec, pseudo_threshold=1.0))
+    assert len(pd.read_csv(spec.runs_path / "pseudo.csv")) == 0
+    test = run_of(spec, "vgg16", 0).test
+    pd.read_csv(test).iloc[1:].to_csv(test, index=False)
+    with pytest.raises(KitError, match="vgg16/fold0 predicted other test images .*make predict fold=0"):
+        pseudo_round(spec)

@@ -72,7 +72,7 @@ def test_weighted_ensemble_reports_its_weights_and_cv_reads_runs_as_they_are(fin
 
 
 @pytest.mark.parametrize("args, message", [
-    (["ensemble", "method=median"], "error: unknown ensemble method 'median' (methods: mean, rank, weighted, stack)"),
+    (["ensemble", "method=median"], "error: unknown ensemble method 'median' (methods: auto, mean, rank, weighted, stack)"),
     (["ensemble", "method=rank"], "error: rank averaging gives ranks, not probabilities"),
     (["ensemble", "backbones=xception"], "error: no finished runs of xception under"),
     (["validate", "file=nowhere.csv"], "error: no submission file at nowhere.csv"),
