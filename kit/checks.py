@@ -90,6 +90,9 @@ def _validate_training(spec):
         raise KitError(f"accumulate: {spec.accumulate} is below 1 (1: a step every batch)")
     if spec.mixup < 0 or spec.cutmix < 0 or (spec.mixup and spec.cutmix):
         raise KitError(f"mixup: {spec.mixup}, cutmix: {spec.cutmix}: one of them, >= 0 (0: off)")
+    if spec.jit_compile == "on" and (spec.mixup or spec.cutmix):
+        raise KitError("jit_compile on with mixup/cutmix: XLA has no kernel for their beta draws "
+                       "(jit_compile: auto leaves it off for them)")
     if spec.accumulate > 1 and spec.ema:
         raise KitError("ema with accumulate: Keras' average would start from the first batch, not the "
                        "first step: use one of them")

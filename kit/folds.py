@@ -63,6 +63,9 @@ def load_folds(spec, data):
         raise KitError(f"{path} was made for other training images: delete it to make new folds "
                        f"(runs made with the old folds no longer compare)")
     fold = folds["fold"].astype(int).to_numpy()
+    if data.groups is not None and pd.Series(fold).groupby(data.groups).nunique().max() > 1:
+        raise KitError(f"{path} splits groups of {spec.group_column} across folds (made without it?): "
+                       f"delete it to make new folds (runs made with the old folds no longer compare)")
     if fold.max() + 1 != spec.n_folds:
         raise KitError(f"{path} holds {fold.max() + 1} folds but n_folds is {spec.n_folds}: "
                        f"delete it to make new folds, or set n_folds={fold.max() + 1}")

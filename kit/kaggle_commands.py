@@ -1,9 +1,10 @@
 """The commands that talk to Kaggle: download, submit, kernels that train folds, and a code
 competition's release, dataset, inference kernel and submission. Each imports what it needs
-when it runs (the kaggle client authenticates on import)."""
+when it runs (the kaggle client authenticates on import); those whose modules import TensorFlow
+start it first, so that its start-up lines stay off the screen."""
 import json
 
-from kit.options import flag, fold_args, integer, spec_of, submission_file
+from kit.options import flag, fold_args, integer, spec_of, start_tensorflow, submission_file
 
 
 def cmd_download(options):
@@ -47,21 +48,24 @@ def _kernel_args(options):
 
 
 def cmd_kernel(options):
+    start_tensorflow()
     from kit.bundle import build_bundle
 
     spec, backbone, fold, user = _kernel_args(options)
     folder = build_bundle(spec, backbone, fold, user)
-    print(f"{folder}: kernel.py and kernel-metadata.json; "
-          f"push with make push fold={fold} backbone={backbone}")
+    print(f"{folder}: kernel.py and kernel-metadata.json; push with make push competition={spec.slug} "
+          f"fold={fold} backbone={backbone}{f' user={user}' if user else ''}")
 
 
 def cmd_push(options):
+    start_tensorflow()
     from kit.remote import push
 
     push(*_kernel_args(options))
 
 
 def cmd_kernels(options):
+    start_tensorflow()
     from kit.kaggle_client import kaggle_user
     from kit.remote import push_all
 
@@ -70,12 +74,14 @@ def cmd_kernels(options):
 
 
 def cmd_status(options):
+    start_tensorflow()
     from kit.remote import status
 
     status(spec_of(options))
 
 
 def cmd_collect(options):
+    start_tensorflow()
     from kit.remote import collect
 
     force = flag(options, "force")
@@ -83,6 +89,7 @@ def cmd_collect(options):
 
 
 def cmd_release(options):
+    start_tensorflow()
     from kit.kaggle_client import kaggle_user
     from kit.release import build_release
 
@@ -96,6 +103,7 @@ def cmd_release(options):
 
 
 def cmd_publish(options):
+    start_tensorflow()
     from kit.remote import publish
 
     message = options.pop("message", "")
@@ -103,6 +111,7 @@ def cmd_publish(options):
 
 
 def cmd_inference_kernel(options):
+    start_tensorflow()
     from kit.bundle import build_inference_bundle
     from kit.kaggle_client import kaggle_user
 
@@ -112,6 +121,7 @@ def cmd_inference_kernel(options):
 
 
 def cmd_submit_code(options):
+    start_tensorflow()
     from kit.kaggle_client import kaggle_user
     from kit.remote import submit_code
 

@@ -192,9 +192,10 @@ class Device:
     jit_compile: bool
 
 
-def setup_device(strategy="auto", mixed_precision="auto", jit_compile="auto"):
+def setup_device(strategy="auto", mixed_precision="auto", jit_compile="auto", mixing=False):
     """The distribution strategy (TPU, several GPUs -> mirrored, else default), mixed precision
-    and XLA: on by default with an accelerator, off on a CPU."""
+    and XLA: on by default with an accelerator, off on a CPU and with MixUp/CutMix (XLA has no
+    kernel for their beta draws)."""
     gpus = tf.config.list_logical_devices("GPU")
     if strategy == "auto" and _has_tpu():
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver.connect()
@@ -208,7 +209,7 @@ def setup_device(strategy="auto", mixed_precision="auto", jit_compile="auto"):
     if mixed_precision == "auto":
         mixed_precision = {"tpu": "bfloat16", "gpu": "float16", "cpu": "off"}[accelerator]
     policy = "float32" if mixed_precision == "off" else f"mixed_{mixed_precision}"
-    jit = accelerator != "cpu" if jit_compile == "auto" else jit_compile == "on"
+    jit = accelerator != "cpu" and not mixing if jit_compile == "auto" else jit_compile == "on"
     return Device(chosen, accelerator, policy, jit)
 
 

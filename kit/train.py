@@ -10,6 +10,7 @@ import pandas as pd
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # disable_op_determinism is not public
 
+from kit import KitError
 from kit.augment import Augmenter, serialized
 from kit.base import block_factors, set_trainable
 from kit.callbacks import AverageWeights, Tracker, Validation, history_columns, phase_callbacks
@@ -271,7 +272,11 @@ def _build(spec, backbone, entry, f, log):
     # Same seed, same folds, same predictions: seeded, and deterministic ops on the CPU. Keras
     # quietly drops XLA while determinism is on, so asking for XLA trades determinism away.
     keras.utils.set_random_seed(spec.seed)
-    device = setup_device(spec.strategy, spec.mixed_precision, spec.jit_compile)
+    mixing = bool(spec.mixup or spec.cutmix)
+    device = setup_device(spec.strategy, spec.mixed_precision, spec.jit_compile, mixing)
+    if spec.accumulate > 1 and isinstance(device.strategy, tf.distribute.MirroredStrategy):
+        raise KitError("accumulate with several devices (MirroredStrategy): its conditional step cannot "
+                       "all-reduce; use strategy=default, or a bigger batch_size instead")
     deterministic = device.accelerator == "cpu" and not device.jit_compile
     if deterministic:
         tf.config.experimental.enable_op_determinism()

@@ -44,6 +44,7 @@ def test_default_schedule_finetunes_the_top_block_100x_lower(tmp_path):
     ({"loss": "hinge"}, "loss: 'hinge' is not one of crossentropy, focal"),
     ({"label_smoothing": 1.0}, "label_smoothing: 1.0 is not in [0, 1)"),
     ({"ema": 0.99, "accumulate": 4}, "ema with accumulate"),
+    ({"jit_compile": "on", "cutmix": 1.0}, "jit_compile on with mixup/cutmix: XLA has no kernel for their beta draws"),
     ({"task": "multilabel", "metric": "f2", "class_weight": "balanced"}, "for a multilabel task use loss: focal"),
     ({"schedule": [{"name": "a", "epocs": 3}]}, "unknown key 'epocs' (did you mean 'epochs'?)"),
     ({"n_folds": 1}, "n_folds: 1 is below 2"),

@@ -59,6 +59,10 @@ def test_saved_folds_that_no_longer_fit_are_an_error_not_silently_remade(tmp_pat
         more = load_spec(str(spec_file(tmp_path)), {"n_folds": "3"})
         load_folds(more, load_data(more))
     train = pd.read_csv(tmp_path / "data" / "train.csv")
+    train.assign(patient=[i // 4 for i in range(len(train))]).to_csv(tmp_path / "data" / "train.csv", index=False)
+    grouped = load_spec(str(spec_file(tmp_path)), {"group_column": "patient"})
+    with pytest.raises(KitError, match="folds.csv splits groups of patient across folds \\(made without it\\?\\)"):
+        load_folds(grouped, load_data(grouped))  # made before the groups were named: it would leak
     train.iloc[:-1].to_csv(tmp_path / "data" / "train.csv", index=False)
     with pytest.raises(KitError, match="was made for other training images"):
         load_folds(spec, load_data(spec))

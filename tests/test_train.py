@@ -218,6 +218,13 @@ def test_a_sample_submission_of_other_classes_stops_before_any_training(tiny):
     assert not {"config.yaml", "history.csv", "log.txt"} & {p.name for p in (spec.runs_path / "vgg16" / "fold0").iterdir()}
 
 
+def test_accumulate_on_several_devices_is_one_line_before_any_training(tiny):
+    spec = tiny(strategy="mirrored", accumulate=2, schedule=[{**HEAD, "epochs": 1}])
+    with pytest.raises(KitError, match="accumulate with several devices \\(MirroredStrategy\\): .*strategy=default"):
+        run_fold(spec, "vgg16", 0)
+    assert not (spec.runs_path / "vgg16" / "fold0" / "history.csv").exists()
+
+
 def test_fold_out_of_range_and_unknown_backbone(tiny):
     with pytest.raises(KitError, match="fold 2 is out of range: n_folds is 2"):
         run_fold(tiny(), "vgg16", 2)
