@@ -17,7 +17,7 @@ import pandas as pd
 from kit import KitError, postprocess, stack
 from kit.folds import load_folds
 from kit.metrics import METRICS, column_names, score_decisions, spec_score
-from kit.provenance import check_same_data, settings_of
+from kit.provenance import check_same_data, checksums, recorded, settings_of
 from kit.runs import probabilities, run_of, test_in_order, trained_members, variants
 
 METHODS = ("mean", "rank", "weighted", "stack")
@@ -41,7 +41,7 @@ def load_members(spec, data):
     fold, and the `member/fold<k>` runs that are not there (yet)."""
     labels = pd.Series(list(range(len(data.train))), index=data.train["id"])
     members, missing, names = [], [], [v.name for v in variants(spec)]
-    fold_of, columns = None, column_names(spec.task, data.classes)
+    now, columns = None, column_names(spec.task, data.classes)
     for name in names:
         oofs, tests, scores, settings = [], [], {}, {}
         for fold in range(spec.n_folds):
@@ -49,10 +49,10 @@ def load_members(spec, data):
             if not run.finished():
                 missing.append(f"{name}/fold{fold}")
                 continue
-            fold_of = load_folds(spec, data) if fold_of is None else fold_of
-            oof, test = run.predictions()
-            check_same_data(spec, run, data, fold_of, same_classes=list(oof.columns) == columns)
-            settings[fold] = settings_of(run)
+            now = checksums(spec, data, load_folds(spec, data)) if now is None else now  # once, for all runs
+            oof, test, config = *run.predictions(), recorded(run)
+            check_same_data(spec, run, config, now, same_classes=list(oof.columns) == columns)
+            settings[fold] = settings_of(config)
             if len(oof.index.difference(labels.index)):
                 raise KitError(f"{run.path} was trained on other data than data/{spec.slug} holds now "
                                f"(ids differ): train it again with force=1")

@@ -34,7 +34,7 @@ def record_trained_on(spec, member, f, run):
     resolved = dataclasses.replace(spec, image_size=f.size)
     write_text(run.config, dump(resolved, backbone=backbone, member=member, fold=f.index,
                                 blocks=list(BACKBONES[backbone].blocks),
-                                **_ids(spec, f.data, load_folds(spec, f.data))))
+                                **checksums(spec, f.data, load_folds(spec, f.data))))
 
 
 def check_trained_on(spec, backbone, run, data):
@@ -43,7 +43,7 @@ def check_trained_on(spec, backbone, run, data):
         return
     old = yaml.safe_load(run.config.read_text())
     resolved = dataclasses.replace(spec, image_size=image_size(spec, BACKBONES[backbone]))
-    now = {**yaml.safe_load(dump(resolved)), **_ids(spec, data, load_folds(spec, data))}
+    now = {**yaml.safe_load(dump(resolved)), **checksums(spec, data, load_folds(spec, data))}
     if any(p.trainable.startswith("top:") or p.trainable == "progressive" or p.lr_mult != 1
            for p in spec.schedule):  # the blocks matter to what it learns
         now["blocks"] = list(BACKBONES[backbone].blocks)
@@ -57,11 +57,15 @@ def check_trained_on(spec, backbone, run, data):
                        f"trains it again (or put them back)")
 
 
-def check_same_data(spec, run, data, fold_of, same_classes):
+def recorded(run):
+    """A run's config.yaml, as a dict ({} for a run from before it was written)."""
+    return yaml.safe_load(run.config.read_text()) if run.config.is_file() else {}
+
+
+def check_same_data(spec, run, old, now, same_classes):
     """A finished run's predictions join the others' (cv, ensemble, release) only if it learnt
-    from these training images and folds, and predicts these classes (`same_classes`)."""
-    old = yaml.safe_load(run.config.read_text()) if run.config.is_file() else {}
-    now = _ids(spec, data, fold_of)
+    from these training images and folds (`now`: checksums(...); `old`: its recorded(run)), and
+    predicts these classes (`same_classes`)."""
     changed = [k for k in DATA if k in old and old[k] != now[k]]
     if changed or not same_classes:
         what = DATA[changed[0]] if changed else "classes"
@@ -69,13 +73,12 @@ def check_same_data(spec, run, data, fold_of, same_classes):
                        f"trains it again")
 
 
-def settings_of(run):
-    """What a run learnt and predicted with (its config.yaml): a member's folds should agree on it."""
-    old = yaml.safe_load(run.config.read_text()) if run.config.is_file() else {}
+def settings_of(old):
+    """What a run learnt and predicted with (its recorded config): a member's folds should agree on it."""
     return {k: v for k, v in old.items() if k not in {*AFTER, "fold", *DATA} - {"tta", "tta_augment"}}
 
 
-def _ids(spec, data, fold_of):
+def checksums(spec, data, fold_of):
     """What a run learns from, as checksums: its training ids, their folds, its pseudo-labels."""
     sha1 = lambda b: hashlib.sha1(b).hexdigest()
     pseudo = {"pseudo_sha1": sha1(Path(spec.pseudo).read_bytes())} if spec.pseudo else {}
