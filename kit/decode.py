@@ -12,7 +12,9 @@ DICOM_EXTS = (".dcm", ".dicom")  # read by kit/dicom.py
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", *DICOM_EXTS)
 VERSION = 2  # of what read_rgb returns: caches of decoded images made by another are remade
 # OpenCV's warnings on a broken file stay off the screen: the BadImage reason says it, in skipped.csv.
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+# (OpenCV 4.12, on a notebook pinned to an older Kaggle image, has no cv2.utils.logging.)
+if hasattr(getattr(cv2, "utils", None), "logging"):
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 class BadImage(Exception):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 
 from kit import KitError
@@ -29,7 +28,7 @@ def make_folds(data, n_folds, seed):
     y, groups = data.y, data.groups
     if y.ndim == 2:
         splitter = GroupKFold(n_folds, shuffle=True, random_state=seed) if groups is not None else \
-            MultilabelStratifiedKFold(n_folds, shuffle=True, random_state=seed)
+            _multilabel_splitter(n_folds, seed)
     elif groups is not None:
         splitter = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)
     else:
@@ -49,6 +48,18 @@ def make_folds(data, n_folds, seed):
                   f"{n_folds - int(count)} of them validate on none of it, so their scores say nothing "
                   f"about it", flush=True)
     return pd.DataFrame({"id": data.train["id"], "fold": fold})
+
+
+def _multilabel_splitter(n_folds, seed):
+    """Iterative stratification (iterative-stratification): the one place the kit needs it. Kaggle's
+    image lacks it; kernels read the folds.csv made here and never get this far."""
+    try:
+        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+    except ImportError:
+        raise KitError("multilabel folds need iterative-stratification, which this Python lacks: pip install "
+                       "iterative-stratification, or make the folds where the kit is installed (make folds) "
+                       "and bring runs/<slug>/folds.csv") from None
+    return MultilabelStratifiedKFold(n_folds, shuffle=True, random_state=seed)
 
 
 def load_folds(spec, data):

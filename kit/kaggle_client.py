@@ -17,6 +17,9 @@ from kit import KitError
 
 SETUP = ("no Kaggle credentials: create a token at https://www.kaggle.com/settings (API, Create New "
          "Token) and save it as ~/.kaggle/kaggle.json with chmod 600, or set KAGGLE_USERNAME and KAGGLE_KEY")
+# What competition_submit answers when the upload did not complete (kaggle 2.2 names it
+# KaggleApi.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE; 2.0.2, Kaggle's image's, only says it).
+UPLOAD_FAILED = "Could not submit to competition"
 HINTS = {
     401: "check your Kaggle token",
     403: "join the competition and accept its rules on its Kaggle page, and check the slug",
@@ -116,7 +119,7 @@ def submit(slug, path, message):
     api = client()
     with refusals("submission"):
         response = api.competition_submit(str(path), message, slug, quiet=True)
-    if response.message == api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE:
+    if response.message == UPLOAD_FAILED:
         raise KitError(f"the upload of {path} to Kaggle did not complete; the file is kept: try again")
     return response.message, response.ref
 

@@ -6,9 +6,8 @@ trains the opened blocks and the head on it: for VGG16's `top:1` that skips ~90%
 FLOPs of every step.
 
 The phase's model shares its layers (and the full model's optimizer) with the full model, so
-training it trains the full model, and checkpoints and resuming work unchanged. Applies to bases
-whose opened blocks are top-level layers reading one tensor (keras.applications); others train
-end to end.
+training it trains the full model, and checkpoints and resuming work unchanged. A transformer's
+blocks lie inside its encoder layer: its phases cache the patch embeddings.
 """
 import dataclasses
 import math
@@ -61,36 +60,48 @@ def check_room(spec, base, blocks, n_images, augment):
 
 
 def cut(base):
-    """The tensor the part to train reads from the frozen part, or None (nothing opened, all
-    opened, nested blocks). The frozen part: every layer computed from the input alone without
+    """The tensor the part to train reads from the frozen part, or None (nothing opened, or all
+    opened). The frozen part: every layer computed from the input alone without
     an opened layer; the cut: the last of its outputs from which the rest of the base can be
-    computed alone (Inception's pooling branch is then recomputed from the block's input)."""
-    if not base.trainable or not hasattr(base, "_inbound_nodes"):
+    computed alone (Inception's pooling branch is then recomputed from the block's input).
+    Public Keras API only (an operation's `input` and `output` are those of its first call, the
+    base's own: models built on its layers, as suffix_of's, call them again)."""
+    ops = getattr(base, "operations", None)  # the layers and the plain operations between them
+    if not base.trainable or not ops:
         return None
-    if any(_nested_opened(layer) for layer in base.layers):
-        return None
-    ops = base.operations  # the layers and the plain operations between them (ConvNeXt's adds)
-    # An operation's first node is the base's own: models built on its layers (suffix_of) add others.
-    inputs = {id(op): op._inbound_nodes[0].input_tensors for op in ops if op._inbound_nodes}
-    sources = lambda op: [t._keras_history.operation for t in inputs.get(id(op), [])]
+    made_by = {id(t): op for op in ops for t in keras.tree.flatten(op.output)}
+    sources = lambda op: [made_by[id(t)] for t in keras.tree.flatten(op.input) if id(t) in made_by]
     weights = lambda op: getattr(op, "weights", [])
-    ids = {id(op) for op in ops}
+    opened = lambda op: getattr(op, "trainable", False) and weights(op)
     frozen, part = set(), []  # in the order they are computed
     for op in _in_order(ops, sources):
-        if not (getattr(op, "trainable", False) and weights(op)) and all(id(s) in frozen or id(s) not in ids
-                                                                         for s in sources(op)):
+        if not opened(op) and all(id(s) in frozen for s in sources(op)):
             frozen.add(id(op))
             part.append(op)
     if len(part) == len(ops) or not any(weights(op) for op in part):
         return None  # nothing opened, or only a padding below what is
+    inputs = {id(t) for t in keras.tree.flatten(base.inputs)}
     for op in reversed(part):
-        tensor = op._inbound_nodes[0].output_tensors[0]
-        try:
-            keras.Model(tensor, base.outputs[0])  # fails when the rest needs another of its tensors
+        tensor = keras.tree.flatten(op.output)[0]
+        if _computable_from(tensor, base.outputs, made_by, inputs):
             return tensor
-        except ValueError:
-            continue
     return None
+
+
+def _computable_from(tensor, outputs, made_by, inputs):
+    """Whether `outputs` need nothing of the graph below `tensor`: no path from them back to the
+    base's inputs goes around it. (keras 3.15 refuses such a keras.Model; 3.13 builds it and
+    fails only when it is called.)"""
+    todo, seen = list(keras.tree.flatten(outputs)), set()
+    while todo:
+        t = todo.pop()
+        if t is tensor or id(t) in seen:
+            continue
+        if id(t) in inputs:
+            return False
+        seen.add(id(t))
+        todo += keras.tree.flatten(made_by[id(t)].input) if id(t) in made_by else []
+    return True
 
 
 def _in_order(ops, sources):
@@ -108,12 +119,6 @@ def _in_order(ops, sources):
                 stack.append((node, True))
                 stack += [(s, False) for s in sources(node)]
     return order
-
-
-def _nested_opened(layer):
-    """A container layer (a transformer's encoder stack) with some of its sublayers opened."""
-    inner = getattr(layer, "layers", None) or getattr(layer, "_layers", None) or []
-    return bool(inner) and any(sub.trainable and sub.weights for sub in inner) and not layer.trainable
 
 
 def prefix_of(model, base, tensor):

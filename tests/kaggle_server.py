@@ -3,7 +3,7 @@
 With KAGGLE_API_ENVIRONMENT=LOCALHOST the client calls http://localhost/api/v1/<Service>/<Method>
 (a JSON POST each); HTTP_PROXY sends those requests here, in absolute form. `replies` maps a
 method name to (status, JSON body, headers), or to a function of the request's JSON giving them;
-PUTs (uploads) are kept byte for byte; GETs serve `files` (downloads).
+PUTs (uploads) are kept byte for byte and answered `put_status`; GETs serve `files` (downloads).
 """
 import json
 import threading
@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 class StandIn:
     def __init__(self):
         self.calls, self.uploads, self.files = [], {}, {}
+        self.put_status = 200  # what an upload's PUT answers
         self.replies = {
             "StartSubmissionUpload": (200, {"token": "blob-token-1", "createUrl": "http://localhost/upload/1"}, {}),
             "CreateSubmission": (200, {"message": "Successfully submitted to the competition", "ref": 4242}, {}),
@@ -52,7 +53,7 @@ class StandIn:
                 path = urlparse(self.path).path
                 server.uploads[path] = self._body()
                 server.calls.append(("PUT " + path, None, dict(self.headers)))
-                self._send(200, {})
+                self._send(server.put_status, {})
 
             def do_GET(self):
                 path = urlparse(self.path).path

@@ -241,6 +241,16 @@ def _windowed(stored, monochrome1):
     return _rgb(255 - out if monochrome1 else out)
 
 
+def _jpeg2000(ds, stored):
+    """JPEG 2000 lossless encoded by Pillow: pydicom's encoder needs pylibjpeg-openjpeg, which
+    Kaggle's image lacks (its decoders: Pillow's, make test-kaggle's)."""
+    codestream = io.BytesIO()
+    Image.fromarray(stored).save(codestream, "JPEG2000", irreversible=False, no_jp2=True)
+    ds.PixelData = encapsulate([codestream.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+
+
 def _write_dicoms(folder, uids, labels, rng):
     """One CT file per uid, cycling the variants a reader must handle: plain, MONOCHROME1, JPEG 2000 lossless,
     RLE lossless. Returns the expected images."""
@@ -252,8 +262,10 @@ def _write_dicoms(folder, uids, labels, rng):
         ds, variant = _ct(uid), i % 4
         ds.set_pixel_data(stored, "MONOCHROME1" if variant == 1 else "MONOCHROME2", 12,
                           generate_instance_uid=False)
-        if variant >= 2:
-            ds.compress((JPEG2000Lossless, RLELossless)[variant - 2], generate_instance_uid=False)
+        if variant == 2:
+            _jpeg2000(ds, stored)
+        elif variant == 3:
+            ds.compress(RLELossless, generate_instance_uid=False)  # pydicom's own encoder
         ds.save_as(folder / f"{uid}.dcm", enforce_file_format=True)
         images.append(_windowed(stored, variant == 1))
     return images

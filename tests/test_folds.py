@@ -1,3 +1,5 @@
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -31,12 +33,20 @@ def test_groups_never_split_across_folds():
 
 
 def test_multilabel_folds_hold_every_label():
+    pytest.importorskip("iterstrat", reason="not in Kaggle's image: kernels read the folds.csv made here")
     rng = np.random.default_rng(0)
     y = (rng.random((120, 6)) < [0.5, 0.3, 0.1, 0.08, 0.6, 0.05]).astype(np.float32)
     fold = make_folds(_data(y), 4, seed=0)["fold"].to_numpy()
     per_fold = np.array([y[fold == k].sum(0) for k in range(4)])
     assert (per_fold > 0).all()
     assert np.abs(per_fold - y.sum(0) / 4).max() <= 2
+
+
+def test_multilabel_folds_without_iterative_stratification_are_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "iterstrat.ml_stratifiers", None)  # as on Kaggle's image: not importable
+    y = (np.random.default_rng(0).random((40, 3)) < 0.5).astype(np.float32)
+    with pytest.raises(KitError, match="multilabel folds need iterative-stratification, which this Python lacks"):
+        make_folds(_data(y), 4, seed=0)
 
 
 def test_folds_are_made_once_and_identical_for_a_seed(tmp_path):

@@ -23,6 +23,16 @@ def test_submit_sends_the_file_through_the_three_step_upload(kaggle_server, tmp_
     assert create["blobFileTokens"] == "blob-token-1" and create["submissionDescription"] == "3 backbones x 5 folds"
 
 
+def test_an_upload_that_does_not_complete_is_one_line_and_nothing_is_submitted(kaggle_server, tmp_path):
+    """The client's own answer for it differs between releases (kaggle 2.0.2 on Kaggle's image)."""
+    kaggle_server.put_status = 400
+    csv = tmp_path / "sub.csv"
+    csv.write_text("id,label\n1,0.5\n")
+    with pytest.raises(KitError, match=r"the upload of .*sub.csv to Kaggle did not complete; the file is kept: try again"):
+        submit("dogs-vs-cats-redux-kernels-edition", csv, "m")
+    assert "CreateSubmission" not in kaggle_server.methods() and csv.read_text() == "id,label\n1,0.5\n"
+
+
 @pytest.mark.parametrize("status, body, expected", [
     (403, {"code": 403, "message": "You cannot submit until you accept the competition rules"},
      "Kaggle refused the submission: You cannot submit until you accept the competition rules"),
