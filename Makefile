@@ -6,9 +6,13 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# Kaggle's image (kit/kaggle-image.txt): a second venv on its Python, 3.12 (pyenv's, else the PATH's)
+KAGGLE_VENV := .venv-kaggle
+KAGGLE_PYTHON ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12) \
+	$(shell command -v python3.12 2>/dev/null))
 
 # key='value' for every command-line variable except the Makefile's own, quoted for the shell.
-OWN := PYTHON VENV k
+OWN := PYTHON VENV k KAGGLE_PYTHON KAGGLE_VENV
 ARGS := $(strip $(foreach v,$(filter-out $(OWN),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),$(v)='$(subst ','\'',$($(v)))')))
 
 # tensorflow's wheel is 570 MB and a download can break off midway for good: pip resumes it, and
@@ -16,12 +20,31 @@ ARGS := $(strip $(foreach v,$(filter-out $(OWN),$(.VARIABLES)),$(if $(filter com
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	for try in 1 2 3; do $(PY) -m pip install --quiet --resume-retries 10 -e '.[dev]' && break; \
-	  [ $$try = 3 ] && exit 1; echo "install: try $$try of 3 failed, trying again" >&2; sleep 15; done
+	$(call install,$(PY),-e '.[dev]')
 	touch $@
 
+# $(call install,<python>,<pip install arguments>): up to 3 tries, each resuming broken downloads.
+define install
+for try in 1 2 3; do $(1) -m pip install --quiet --resume-retries 10 $(2) && break; \
+	  [ $$try = 3 ] && exit 1; echo "install: try $$try of 3 failed, trying again" >&2; sleep 15; done
+endef
+
+# Exactly the image's versions (and pytest-xdist, a test tool the image lacks); nothing else.
+$(KAGGLE_VENV)/.installed: kit/kaggle-image.txt
+	@[ -n "$(KAGGLE_PYTHON)" ] || { echo "make test-kaggle needs Python 3.12, Kaggle's: pyenv install 3.12, or give KAGGLE_PYTHON=<its path>" >&2; exit 2; }
+	$(KAGGLE_PYTHON) -m venv --clear $(KAGGLE_VENV)
+	$(KAGGLE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(call install,$(KAGGLE_VENV)/bin/python,-r kit/kaggle-image.txt pytest-xdist==3.8.0)
+	$(KAGGLE_VENV)/bin/python -m pip install --quiet pip==24.1.2  # the image's: kernels install wheels with it
+	touch $@
+
+# The wheels dataset's contents (make wheels), which the kernels of make test-kaggle attach.
+$(KAGGLE_VENV)/kit-wheels/kit-wheels.json: kit/kaggle-wheels.txt $(VENV)/.installed $(KAGGLE_VENV)/.installed
+	$(PY) -m kit wheels user=kit-tests runs_dir=$(KAGGLE_VENV)
+
 .PHONY: train demo all predict cv ensemble validate download submit kernel push kernels status collect \
-	release publish inference-kernel submit-code infer pseudo bench backbones lr-find folds spec test test-fast lint install help
+	release publish inference-kernel submit-code infer wheels publish-wheels pseudo bench backbones lr-find folds \
+	spec test test-fast test-kaggle lint install help
 
 train: $(VENV)/.installed ## train one fold of one backbone: make fold=0 backbone=xception [competition=demo]
 	$(PY) -m kit train $(ARGS)
@@ -83,6 +106,12 @@ submit-code: $(VENV)/.installed ## push it, wait for COMPLETE, submit that versi
 infer: $(VENV)/.installed ## what the inference kernel does, here: the release on data/<slug>'s test images
 	$(PY) -m kit infer $(ARGS)
 
+wheels: $(VENV)/.installed ## what kernels may need beyond Kaggle's image (kit/kaggle-wheels.txt) as runs/kit-wheels/
+	$(PY) -m kit wheels $(ARGS)
+
+publish-wheels: $(VENV)/.installed ## runs/kit-wheels/ as the Kaggle dataset <user>/kit-wheels, attached by kernels that need it
+	$(PY) -m kit publish-wheels $(ARGS)
+
 bench: $(VENV)/.installed ## speed and memory against the kit's targets: table + runs/bench/bench.csv [quick=1: smoke run] [backbones=1]
 	$(PY) -m kit bench $(ARGS)
 
@@ -99,10 +128,15 @@ spec: $(VENV)/.installed ## print the resolved spec with overrides applied
 	$(PY) -m kit spec $(ARGS)
 
 test: $(VENV)/.installed ## every test, slow ones included, one process per core: make test [k=<name part>]
-	$(PY) -m pytest -q -n auto --dist loadfile --durations=15 $(if $(k),-k '$(k)')
+	$(PY) -m pytest -q -n auto --dist loadfile --durations=15 -m 'not kaggle_image' $(if $(k),-k '$(k)')
 
 test-fast: $(VENV)/.installed ## the tests that train no model beyond a step (under 2 minutes): for your loop
-	$(PY) -m pytest -q -n auto --dist loadfile -m 'not slow' $(if $(k),-k '$(k)')
+	$(PY) -m pytest -q -n auto --dist loadfile -m 'not slow and not kaggle_image' $(if $(k),-k '$(k)')
+
+test-kaggle: $(VENV)/.installed $(KAGGLE_VENV)/.installed $(KAGGLE_VENV)/kit-wheels/kit-wheels.json ## on Kaggle's image's versions (.venv-kaggle): the fast tests, then kernels end to end
+	$(KAGGLE_VENV)/bin/python -m pytest -q -n auto --dist loadfile -m 'not slow and not kaggle_image' -rs $(if $(k),-k '$(k)')
+	KIT_KAGGLE_PYTHON=$(CURDIR)/$(KAGGLE_VENV)/bin/python KIT_KAGGLE_WHEELS=$(CURDIR)/$(KAGGLE_VENV)/kit-wheels \
+	  $(PY) -m pytest -q -n auto --dist loadfile --durations=10 -m kaggle_image $(if $(k),-k '$(k)')
 
 lint: $(VENV)/.installed ## ruff
 	$(VENV)/bin/ruff check kit tests

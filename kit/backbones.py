@@ -10,6 +10,8 @@ and everything after them):
     "after:mixed9"    the layer right after the one of that name (Inception's blocks end in a
                       named layer; their first layers have numbered names)
     "encoder/layers_11"  a sublayer of a layer (a transformer encoder's blocks)
+    "a|b"             either name, the first a backbone has (keras-hub renamed layers between
+                      releases: ViT's tranformer_block_N in 0.26, Kaggle's image's)
 """
 from dataclasses import dataclass, field
 
@@ -26,6 +28,7 @@ class Backbone:
     config: dict = field(default_factory=dict)  # keras-hub: the backbone's arguments, for random init
     step: int = 1  # the side is a multiple of it (a transformer's patches and windows)
     fixed: bool = False  # the pretrained weights take `size` only (position embeddings, windows)
+    hub_version: str = ""  # keras-hub: the release that first has `constructor` (an older one: wheels)
 
     @property
     def hub(self):
@@ -59,7 +62,7 @@ def _dinov2(variant, hidden, heads):
         "DINOV2Backbone", "torch", 224, 28, ("embeddings", *(f"encoder/layers_{i}" for i in range(12))),
         preset=f"kaggle://keras/dinov2/keras/dinov2_{variant}/1",
         config={"patch_size": 14, "num_layers": 12, "hidden_dim": hidden, "num_heads": heads,
-                "intermediate_dim": 4 * hidden}, step=14)
+                "intermediate_dim": 4 * hidden}, step=14, hub_version="0.22.0")
 
 
 def _densenet(depth):
@@ -111,7 +114,8 @@ BACKBONES = {
     # keras-hub transformers: weights from Kaggle Models (attached offline); fixed resolutions.
     "vit_b16": Backbone(
         "ViTBackbone", "tf", 224, 32,
-        ("vit_patching_and_embedding", *(f"vit_encoder/transformer_block_{i}" for i in range(1, 13))),
+        ("vit_patching_and_embedding",
+         *(f"vit_encoder/transformer_block_{i}|tranformer_block_{i}" for i in range(1, 13))),
         preset="kaggle://keras/vit/keras/vit_base_patch16_224_imagenet/4",
         config={"patch_size": 16, "num_layers": 12, "num_heads": 12, "hidden_dim": 768, "mlp_dim": 3072},
         step=16, fixed=True),
@@ -120,7 +124,7 @@ BACKBONES = {
         ("patch_embedding", "stage_0", "stage_1", "stage_2", "stage_3"),
         preset="kaggle://keras/swin-transformer/keras/swin_tiny_patch4_window7_224/1",
         config={"embed_dim": 96, "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24], "window_size": 7},
-        step=224, fixed=True),
+        step=224, fixed=True, hub_version="0.29.1"),
     "dinov2_small": _dinov2("small", 384, 6),
     "dinov2_base": _dinov2("base", 768, 12),
 }

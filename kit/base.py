@@ -100,9 +100,15 @@ def trainable_layers(base, blocks, trainable):
 
 def _start(layers, block, exact=False):
     """The index of the first layer the block names: its name, or the start of it unless
-    `exact`. A keras-hub backbone loaded from a preset prefixes its layers' names with its own."""
-    return next(i for i, layer in enumerate(layers) if layer.name.endswith(f"_{block}") or (
-        layer.name == block if exact else layer.name.startswith(block)))
+    `exact`. A keras-hub backbone loaded from a preset prefixes its layers' names with its own;
+    "a|b": either name (keras-hub renamed layers between releases)."""
+    for name in block.split("|"):
+        found = next((i for i, layer in enumerate(layers) if layer.name.endswith(f"_{name}") or (
+            layer.name == name if exact else layer.name.startswith(name))), None)
+        if found is not None:
+            return found
+    raise KitError(f"no layer {block!r} in this backbone: its registry entry's blocks (kit/backbones.py) do "
+                   f"not fit this keras or keras-hub")
 
 
 def set_trainable(base, blocks, trainable):

@@ -20,10 +20,12 @@ from kit.folds import load_folds
 from kit.members import member_spec
 from kit.release import load_release, release_dir
 from kit.runs import folds_file, kernels_dir
+from kit.runtime import IMAGE, WHEELS, kernel_needs, plan
 
 KIT = Path(__file__).resolve().parent
 COMMAND_LINE = ("kit.cli", "kit.kaggle_commands")  # their commands import lazily, when they run
 METADATA = "kernel-metadata.json"  # beside kernel.py, as `kaggle kernels push` reads them
+WHEELS_DATASET = "kit-wheels"  # <user>/kit-wheels: what kernels need beyond Kaggle's image (make wheels)
 
 
 def kit_imports(module, inside_functions=True):
@@ -46,9 +48,9 @@ def _file(module):
 
 def kernel_modules(command):
     """The kit modules a kernel running `command` (a module such as "kit.train") needs: what the
-    command line's modules import up front (each command imports its own when it runs) and
-    everything the command imports."""
-    seen, todo = set(), {"kit.cli", command}
+    command line's modules import up front (each command imports its own when it runs), what
+    a kernel's first step imports (kit.runtime) and everything the command imports."""
+    seen, todo = set(), {"kit.cli", "kit.runtime", command}
     while todo:
         module = todo.pop()
         if module not in seen:
@@ -85,12 +87,13 @@ def build_bundle(spec, member, fold, user):
         raise KitError(f"weights: {spec.weights} is a local file a kernel cannot see: attach it as a "
                        f"dataset (kernel_datasets) and use weights: imagenet or its /kaggle/input/... path")
     files, where = {}, {}
+    data = load_data(spec)
     portable = dataclasses.replace(spec, data_dir="", runs_dir="runs")
     if isinstance(spec.augment, str):  # an albumentations file travels inside the bundle
         where["augment"] = "augment" + Path(spec.augment).suffix
         files[where["augment"]] = Path(spec.augment).read_text()
     if spec.source != "synthetic":  # the kernel trains on the folds every other run uses
-        load_folds(spec, load_data(spec))
+        load_folds(spec, data)
         where["folds"] = "folds.csv"
         files[where["folds"]] = folds_file(spec).read_text()
     if trained.pseudo:  # and the pseudo-labels a -pseudo member trains on
@@ -104,7 +107,7 @@ def build_bundle(spec, member, fold, user):
     metadata = {"enable_internet": spec.kernel_internet, "dataset_sources": spec.kernel_datasets,
                 "model_sources": models}
     return _write(portable, bundle_dir(spec, member, fold), title, "kit.train", args, files, where,
-                  user, metadata)
+                  user, metadata, _runtime([backbone], data, user))
 
 
 def build_inference_bundle(spec, user):
@@ -114,15 +117,33 @@ def build_inference_bundle(spec, user):
     portable = dataclasses.replace(spec, data_dir="", runs_dir="runs", weights=None, augment=[])
     metadata = {"enable_internet": False,  # the client's default is on; a code competition's re-run is off
                 "dataset_sources": [release.dataset, *spec.kernel_datasets]}
+    runtime = _runtime(release.spec.backbones, load_data(spec), user)
     return _write(portable, kernels_dir(spec) / "inference", f"{spec.slug[:40]} inference", "kit.infer",
-                  ["infer"], {}, {}, user, metadata)
+                  ["infer"], {}, {}, user, metadata, runtime)
 
 
-def _write(spec, folder, title, command, args, files, where, user, metadata):
-    """kernel.py (the modules `command` needs, the spec, `files`) and kernel-metadata.json in
-    `folder`, ready for `kaggle kernels push`. `where`: what run_bundle finds in `files`."""
+def _runtime(backbones, data, user):
+    """What the kernel needs beyond Kaggle's image (kit/runtime.py): said here, carried in the
+    bundle, installed at its start from the wheels dataset, which its metadata attaches."""
+    dataset = f"{user}/{WHEELS_DATASET}"
+    needs = kernel_needs(backbones, data)
+    for need in needs:
+        print(f"kernel: needs {need.package} ({need.why}), which Kaggle's image lacks: it attaches {dataset} "
+              f"(make wheels and make publish-wheels make it, once)")
+    return plan(needs, dataset, backbones)
+
+
+def _write(spec, folder, title, command, args, files, where, user, metadata, runtime):
+    """kernel.py (the modules `command` needs, the spec, `files`, what it needs beyond Kaggle's
+    image) and kernel-metadata.json in `folder`, ready for `kaggle kernels push`. `where`: what
+    run_bundle finds in `files`."""
     files = {**{f"kit/{_file(m).name}": _file(m).read_text() for m in kernel_modules(command)}, **files}
-    where = {"spec": f"competitions/{spec.slug}.yaml", **where}
+    for name in (IMAGE, WHEELS):  # the versions the kernel holds itself to, the wheels it may install
+        files[f"kit/{name}"] = (KIT / name).read_text()
+    files["runtime.json"] = json.dumps(runtime, indent=1) + "\n"
+    if runtime["needs"]:
+        metadata = {**metadata, "dataset_sources": [*metadata["dataset_sources"], runtime["wheels"]]}
+    where = {"spec": f"competitions/{spec.slug}.yaml", "runtime": "runtime.json", **where}
     files[where["spec"]] = dump(spec)
     write_text(folder / "kernel.py", _script(title, spec.slug, files, args, where))
     metadata = {

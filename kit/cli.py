@@ -20,11 +20,13 @@ from kit.kaggle_commands import (
     cmd_kernel,
     cmd_kernels,
     cmd_publish,
+    cmd_publish_wheels,
     cmd_push,
     cmd_release,
     cmd_status,
     cmd_submit,
     cmd_submit_code,
+    cmd_wheels,
 )
 from kit.members import check_members
 from kit.options import flag, fold_args, pairs, spec_of, start_tensorflow, submission_file
@@ -52,6 +54,8 @@ commands:
   inference-kernel   runs/<slug>/kernels/inference/: the code-competition kernel   user=
   submit-code        push it, wait for COMPLETE, submit its submission.csv   message= version= timeout=540
   infer     predict the current test images with a release   release=<folder> out=<csv>
+  wheels    what kernels may need beyond Kaggle's image, as runs/kit-wheels/ (pip download)   user=
+  publish-wheels     runs/kit-wheels/ as the Kaggle dataset <user>/kit-wheels, which kernels attach
   bench     speed and memory against the kit's targets; runs/bench/bench.csv   quick=0
             backbones=1|<names>: only a frozen-base forward pass of each, images/s at 224 px
   backbones the registered backbones: sizes, top:K blocks, parameters, where weights come from
@@ -164,7 +168,7 @@ def cmd_infer(options):
     from kit.infer import infer
 
     folder = folder or (find_release(spec.slug) if in_kernel() else release_dir(spec))
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = out or (kaggle_root() / "working" / "submission.csv" if in_kernel()
                   else Path("submissions") / f"{spec.slug}-{stamp}-release.csv")
     with tempfile.TemporaryDirectory(prefix="kit-runs-") as scratch:
@@ -220,6 +224,7 @@ COMMANDS = {"train": cmd_train, "predict": cmd_predict, "all": cmd_all, "cv": cm
             "submit": cmd_submit, "kernel": cmd_kernel, "push": cmd_push, "kernels": cmd_kernels,
             "status": cmd_status, "collect": cmd_collect, "release": cmd_release, "publish": cmd_publish,
             "inference-kernel": cmd_inference_kernel, "submit-code": cmd_submit_code, "infer": cmd_infer,
+            "wheels": cmd_wheels, "publish-wheels": cmd_publish_wheels,
             "pseudo": cmd_pseudo, "bench": cmd_bench, "backbones": cmd_backbones, "lr-find": cmd_lr_find,
             "folds": cmd_folds, "spec": cmd_spec}
 
@@ -235,11 +240,17 @@ def main(argv=None):
     return _run(lambda: COMMANDS[args[0]](pairs(args[1:])))
 
 
-def run_bundle(home, args, spec, folds=None, augment=None, pseudo=None):
-    """A kernel bundle's entry (kit/bundle.py): the command `args` on the bundled spec, with the
-    bundled folds put in place first. `spec`, `folds`, `augment`, `pseudo`: files in `home`."""
+def run_bundle(home, args, spec, runtime, folds=None, augment=None, pseudo=None):
+    """A kernel bundle's entry (kit/bundle.py): what the kernel needs beyond Kaggle's image
+    installed and the versions checked, the bundled folds put in place, then the command `args`
+    on the bundled spec. `spec`, `runtime`, `folds`, `augment`, `pseudo`: files in `home`."""
     home = Path(home)
     print(f"kit from {home / 'kit'}", flush=True)
+    from kit.runtime import start
+
+    code = _run(lambda: start(home / runtime, log=lambda line: print(line, flush=True)))
+    if code:
+        return code
     overrides = {key: str(home / name) for key, name in (("augment", augment), ("pseudo", pseudo)) if name}
     if folds:
         code = _run(lambda: _place_folds(home / folds, str(home / spec), overrides))

@@ -11,6 +11,29 @@ import numpy as np
 
 from kit.decode import BadImage, as_rgb8
 
+# The decoders of Kaggle's image: pydicom's own (RLE) and Pillow's (JPEG baseline and extended,
+# JPEG 2000). Its other compressed syntaxes need the wheels dataset (kit/runtime.py).
+IMAGE_PLUGINS = ("pydicom", "pillow")
+
+
+def beyond_image(paths, sample=64):
+    """The transfer syntaxes of `paths` (a sample spread over them: headers only) that none of
+    the decoders in Kaggle's image reads."""
+    import pydicom
+    from pydicom.pixels.decoders.base import get_decoder
+
+    lacking = set()
+    for path in paths[::max(1, len(paths) // sample)]:
+        try:
+            syntax = pydicom.dcmread(path, stop_before_pixels=True, force=True).file_meta.TransferSyntaxUID
+            decoder = get_decoder(syntax)
+        except Exception:  # unreadable, no file meta, no decoder anywhere: decoding says so, per image
+            continue
+        plugins = {*decoder.available_plugins, *(m.split(" - ")[0] for m in decoder.missing_dependencies)}
+        if decoder.is_encapsulated and not plugins & set(IMAGE_PLUGINS):
+            lacking.add(syntax.name)
+    return sorted(lacking)
+
 
 def read_dicom(path, window=None):
     import pydicom

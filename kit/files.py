@@ -2,6 +2,7 @@
 half-written prediction, model or submission), and locks (one process at a time)."""
 import fcntl
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,17 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def replace_folder(new, folder):
+    """`new` (a finished folder beside it) becomes `folder`; the old one is kept until then, so
+    a failure leaves one or the other whole."""
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    new.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text(path, text):

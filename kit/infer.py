@@ -2,7 +2,8 @@
 competition's re-run, Kaggle's hidden test set. What a code-competition kernel runs.
 
 Test ids and images come from the data folder at run time, never from a list saved at build
-time. One model is in memory at a time; each member's folds are averaged and the members
+time. Each model is built again from the registry and given its released weights
+(kit/portable.py), one in memory at a time; each member's folds are averaged and the members
 combined and post-processed exactly as `make ensemble` does, then checked against the sample
 submission present at run time before the CSV is written, atomically.
 """
@@ -15,13 +16,13 @@ import numpy as np
 
 from kit import KitError
 from kit.augment import Augmenter, serialized
-from kit.base import load_model
 from kit.cache import test_images
 from kit.data import load_test
 from kit.ensemble import apply
 from kit.files import atomic_path, read_csv, write_text
 from kit.metrics import from_columns
 from kit.model import released
+from kit.portable import load_portable
 from kit.predict import predict, views
 from kit.release import load_release
 from kit.submission import FLOAT, frame, problems
@@ -37,11 +38,11 @@ def infer(folder, out, overrides=None, slug=None, log=print):
     spec, recipe = release.spec, release.recipe
     if slug and slug != spec.slug:
         raise KitError(f"{folder} is a release of {spec.slug}, not of {slug}")
+    test = load_test(spec)  # the demo's data is generated first, as for training
     sample = read_csv(spec.data_path / spec.sample_submission, "sample submission")
     if list(sample.columns) != recipe["submission"]["columns"]:
         raise KitError(f"the sample submission's columns ({', '.join(sample.columns)}) are not the release's "
                        f"({', '.join(recipe['submission']['columns'])}): a release of another competition?")
-    test = load_test(spec)
     seen = views(spec, Augmenter(serialized(spec.augment)))
     runs = [(m["name"], run) for m in recipe["members"] for run in m["runs"]]
     log(f"release {release.folder}: {recipe['method']} of {', '.join(m['name'] for m in recipe['members'])}, "
@@ -55,7 +56,8 @@ def infer(folder, out, overrides=None, slug=None, log=print):
             images[size] = test_images(spec, test, size)
         start = time.perf_counter()
         with released():  # one model in memory at a time
-            model = load_model(release.folder / run["file"])
+            model = load_portable(release.folder / run["file"], run["backbone"], spec.task,
+                                  len(recipe["classes"]), size)
             p = predict(model, images[size], np.arange(len(test)), spec.batch_size, seen, spec.workers)
             del model
         predictions.setdefault(name, []).append(from_columns(spec.task, p))

@@ -110,6 +110,25 @@ def cmd_publish(options):
     publish(spec_of(options), message)
 
 
+def cmd_wheels(options):
+    start_tensorflow()
+    from kit.kaggle_client import kaggle_user
+    from kit.remote import build_wheels
+
+    user, source = options.pop("user", ""), options.pop("source", "")
+    spec = spec_of(options)
+    folder = build_wheels(spec, kaggle_user(user, "the wheels dataset's id"), source)
+    print(f"{folder}: {len(list(folder.glob('*.whl')))} wheels for Kaggle's image; publish them with make "
+          f"publish-wheels")
+
+
+def cmd_publish_wheels(options):
+    start_tensorflow()
+    from kit.remote import publish_wheels
+
+    publish_wheels(spec_of(options))
+
+
 def cmd_inference_kernel(options):
     start_tensorflow()
     from kit.bundle import build_inference_bundle

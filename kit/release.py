@@ -2,12 +2,14 @@
 offline inference kernel reads (kit/infer.py).
 
     runs/<slug>/release/
-        <member>-fold<k>.keras  the model of every run in the ensemble (flat: the official
-                                client skips subfolders unless it zips them)
+        <member>-fold<k>.weights.npz  the weights of every run's model (kit/portable.py: any
+                                supported keras reads them; flat: the official client skips
+                                subfolders unless it zips them)
         spec.yaml               the resolved spec, portable (data and runs folders found where it runs)
         augment.json            the albumentations pipeline, when the spec names a file
         recipe.json             the ensemble exactly as `make ensemble` makes it: method, member
-                                weights, each run's image size, TTA, classes, submission format, CV
+                                weights, each run's backbone and image size, TTA, classes,
+                                submission format, CV
         kit-release.json        the manifest: the sha256 of every file above
         dataset-metadata.json   for the official client: id <user>/<slug>-models, title, licence
 
@@ -26,14 +28,16 @@ import yaml
 
 from kit import KitError
 from kit.augment import serialized
-from kit.base import check_saved
+from kit.base import load_model
 from kit.checks import check_backbone
 from kit.config import Spec, dump, load_spec
 from kit.data import load_data
 from kit.ensemble import choose, labels_of, load_members
 from kit.env import search_inputs
-from kit.files import UMASK, read_csv
+from kit.files import UMASK, read_csv, replace_folder
 from kit.metrics import spec_score
+from kit.model import released
+from kit.portable import save_portable
 from kit.postprocess import fit
 from kit.runs import probabilities, run_of, variant
 from kit.sample import submission_format
@@ -65,10 +69,9 @@ class Release:
 
     def stale(self, spec):
         """The runs of `spec` retrained since the release was made (their models are not its copies)."""
-        files = _json(self.folder / MANIFEST)["files"]
         return [f"{r['member']}/fold{r['fold']}" for m in self.recipe["members"] for r in m["runs"]
                 if not run_of(spec, r["member"], r["fold"]).model.is_file()
-                or _sha256(run_of(spec, r["member"], r["fold"]).model) != files[r["file"]]]
+                or _sha256(run_of(spec, r["member"], r["fold"]).model) != r["model_sha256"]]
 
 
 def build_release(spec, method, user, members=""):
@@ -88,11 +91,12 @@ def build_release(spec, method, user, members=""):
         kept.append(k)
         runs = []
         for part, fold in ((part, fold) for part in member.parts for fold in member.folds):
-            run, name = run_of(spec, part, fold), f"{part}-fold{fold}.keras"
+            run, name = run_of(spec, part, fold), f"{part}-fold{fold}.weights.npz"
             config = yaml.safe_load(run.config.read_text())
             views.add(_views(spec, config))
             models[name] = run.model
-            runs.append({"member": part, "fold": fold, "file": name, "image_size": config["image_size"]})
+            runs.append({"member": part, "fold": fold, "file": name, "backbone": variant(part).backbone,
+                         "image_size": config["image_size"], "model_sha256": _sha256(run.model)})
         score = spec_score(spec, y_of(member.oof.index), probabilities(spec.task, member.oof))
         entries.append({"name": member.name, "weight": weight, "runs": runs, "cv": round(score, 6)})
     if len(views) != 1:
@@ -158,8 +162,8 @@ def _write(spec, user, models, recipe):
     tmp = Path(tempfile.mkdtemp(prefix=".release-", dir=folder.parent))
     try:
         for name, source in models.items():
-            check_saved(source)  # a damaged model would fail only where the kernel runs
-            shutil.copyfile(source, tmp / name)
+            with released():  # one model in memory at a time
+                save_portable(load_model(source), tmp / name)  # a damaged model is one line here
         for name, text in texts.items():
             (tmp / name).write_text(text)
         manifest = {"competition": spec.slug, "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())}}
@@ -168,12 +172,7 @@ def _write(spec, user, models, recipe):
                     "licenses": [{"name": "CC0-1.0"}]}
         (tmp / METADATA).write_text(json.dumps(metadata, indent=1) + "\n")
         tmp.chmod(0o777 & ~UMASK)
-        old = folder.with_name(folder.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.exists():
-            folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
@@ -222,7 +221,11 @@ def load_release(folder, overrides=None):
             raise KitError(f"{folder / name} does not match its checksum in {MANIFEST} (damaged or changed): "
                            f"make release and publish it again")
     recipe = _json(folder / "recipe.json")
-    needed = ["recipe.json", "spec.yaml", *(r["file"] for m in recipe["members"] for r in m["runs"])]
+    runs = [r for m in recipe["members"] for r in m["runs"]]
+    if any("backbone" not in r for r in runs):
+        raise KitError(f"{folder} was made by an older kit (its models are .keras files, which an older "
+                       f"keras may not load): make release and publish it again")
+    needed = ["recipe.json", "spec.yaml", *(r["file"] for r in runs)]
     unlisted = [name for name in needed if name not in files]
     if unlisted:
         raise KitError(f"{folder / MANIFEST} does not list {unlisted[0]} (damaged or changed): make release "

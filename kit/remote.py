@@ -1,22 +1,30 @@
 """Kaggle from here: folds trained on Kaggle's GPUs (one kernel per fold x backbone, pushed,
-watched and collected), and a code competition's submission (the release published as a
-dataset, the inference kernel pushed, run and submitted).
+watched and collected), a code competition's submission (the release published as a dataset,
+the inference kernel pushed, run and submitted), and the wheels dataset of what kernels need
+beyond Kaggle's image.
 
 `collect` puts each finished kernel's run folder where a local run would be
 (runs/<slug>/<backbone>/fold<K>/), so `cv` and `ensemble` use them alike.
 """
+import hashlib
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from kit import KitError, kaggle_client
-from kit.bundle import build_bundle, build_inference_bundle, bundles, kernel_id
-from kit.files import write_text
+from kit.bundle import WHEELS_DATASET, build_bundle, build_inference_bundle, bundles, kernel_id
+from kit.files import replace_folder, write_text
 from kit.members import check_members
 from kit.release import load_release, release_dir
 from kit.runs import run_of, variants
+from kit.runtime import IMAGE_PYTHON, MANIFEST, WHEELS, pins
+
+# Kaggle's notebooks run on x86_64 Linux: wheels of these platforms install there.
+PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64")
 
 
 def push(spec, backbone, fold, user):
@@ -162,3 +170,49 @@ def _log_tail(kernel, lines=15):
     except (ValueError, TypeError, AttributeError):
         pass
     return "\n".join("  | " + line for line in text.rstrip().splitlines()[-lines:]) or "  | (no log)"
+
+
+def wheels_dir(spec):
+    return Path(spec.runs_dir) / WHEELS_DATASET
+
+
+def build_wheels(spec, user, source=""):
+    """runs/kit-wheels/: the wheels of kit/kaggle-wheels.txt for Kaggle's image (its Python, x86_64
+    Linux), with their manifest and dataset-metadata.json (<user>/kit-wheels), swapped in whole.
+    `source`: a folder of wheels to take them from instead of the package index."""
+    wheels, folder = pins(WHEELS), wheels_dir(spec)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".kit-wheels-", dir=folder.parent))
+    try:
+        command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                   "--no-deps", "--only-binary=:all:", "--python-version", IMAGE_PYTHON,
+                   *(f"--platform={p}" for p in PLATFORMS), "--dest", str(tmp),
+                   *(["--no-index", "--find-links", str(source)] if source else []),
+                   *(f"{name}=={version}" for name, version in wheels.items())]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            last = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
+            raise KitError(f"cannot download the wheels of kit/{WHEELS}: {last}")
+        files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(tmp.glob("*.whl"))}
+        manifest = {"python": IMAGE_PYTHON, "packages": wheels, "files": files}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        metadata = {"id": f"{user}/{WHEELS_DATASET}", "title": "kit wheels for Kaggle's image",
+                    "description": f"Wheels of {', '.join(wheels)} for Python {IMAGE_PYTHON} on x86_64 "
+                                   f"Linux, which kit kernels install offline; each under its own licence.",
+                    "licenses": [{"name": "other"}]}
+        (tmp / "dataset-metadata.json").write_text(json.dumps(metadata, indent=1) + "\n")
+        replace_folder(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def publish_wheels(spec):
+    """runs/kit-wheels/ as the private dataset <user>/kit-wheels: created, then new versions."""
+    folder = wheels_dir(spec)
+    if not (folder / MANIFEST).is_file():
+        raise KitError(f"no wheels at {folder}: make wheels first")
+    dataset = json.loads((folder / "dataset-metadata.json").read_text())["id"]
+    packages = json.loads((folder / MANIFEST).read_text())["packages"]
+    done = kaggle_client.publish(folder, dataset, ", ".join(f"{p} {v}" for p, v in packages.items()))
+    print(f"{dataset}: {done}; kernels that need it attach it (make kernel, make inference-kernel)")

@@ -60,7 +60,7 @@ def frame(spec, sample, classes, test_ids, p, params=None):
 
 def write(spec, sample, classes, test_ids, p, method, about, params=None, folder="submissions"):
     """submissions/<slug>-<UTC time>-<method>.csv (atomically), with a .json of what made it."""
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     path, n = Path(folder) / f"{spec.slug}-{stamp}-{method}.csv", 1
     while path.exists():  # never overwrite a submission
         n += 1

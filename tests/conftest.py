@@ -1,6 +1,6 @@
 """Fixtures: a tiny competition and its spec, and the stand-in Kaggle server."""
 import os
-import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,10 +34,39 @@ def kaggle_server(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def kaggle_python():
+    """The Python of Kaggle's image (.venv-kaggle, made by make test-kaggle, which sets it)."""
+    python = os.environ.get("KIT_KAGGLE_PYTHON")
+    if not python:
+        pytest.fail("KIT_KAGGLE_PYTHON is not set: the kaggle_image tests run with make test-kaggle")
+    return os.path.abspath(python)  # not resolved: a venv's python is a link out of the venv
+
+
+@pytest.fixture
+def kaggle_wheels():
+    """The wheels dataset's folder `make wheels` made for them (make test-kaggle sets it)."""
+    folder = os.environ.get("KIT_KAGGLE_WHEELS")
+    if not folder:
+        pytest.fail("KIT_KAGGLE_WHEELS is not set: the kaggle_image tests run with make test-kaggle")
+    return Path(folder).absolute()
+
+
+def _stand_in_model(path, seed):
+    """A real saved Keras model, not a backbone: what a release reads weights from."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((2,))
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.Identity(name="base")(inputs))
+    keras.Model(inputs, outputs).save(path)
+
+
+@pytest.fixture
 def fake_runs(tmp_path):
     """(spec, data, write) of a 2-class competition in 2 folds (log loss; vgg16, resnet50,
     xception): `write(backbone, fold, noise, seed)` leaves a finished run with made-up
-    predictions, a config and a stand-in model file, and returns its test P(a). No training."""
+    predictions, a config and a stand-in model (a tiny saved Keras model), and returns its test
+    P(a). No training."""
     write_competition(tmp_path / "data")
     spec = load_spec(str(spec_file(tmp_path, metric="log_loss", backbones=["vgg16", "resnet50", "xception"])))
     data = load_data(spec)
@@ -55,7 +84,6 @@ def fake_runs(tmp_path):
         t = rng.random(len(data.test))
         pd.DataFrame({"id": data.test["id"], "a": t, "b": 1 - t}).to_csv(run.test, index=False)
         run.config.write_text(f"backbone: {backbone}\nfold: {fold}\nimage_size: 32\n")
-        with zipfile.ZipFile(run.model, "w") as model:  # a .keras file's shape, not a model
-            model.writestr(zipfile.ZipInfo("config.json"), f"stand-in model of {backbone} fold {fold}")
+        _stand_in_model(run.model, seed=100 * fold + seed)
         return t
     return spec, data, write

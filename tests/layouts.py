@@ -251,15 +251,32 @@ def _jpeg2000(ds, stored):
     ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
 
 
-def _write_dicoms(folder, uids, labels, rng):
+def _jpeg_lossless(path):
+    """The DICOM file at `path` re-encoded as JPEG Lossless (process 14, SV1) by GDCM, which Kaggle's image
+    lacks: neither Pillow nor pydicom decodes it there."""
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(path))
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+    assert reader.Read() and (change.SetInput(reader.GetImage()) or change.Change())
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(path))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    assert writer.Write()
+
+
+def _write_dicoms(folder, uids, labels, rng, jpeg_lossless=False):
     """One CT file per uid, cycling the variants a reader must handle: plain, MONOCHROME1, JPEG 2000 lossless,
-    RLE lossless. Returns the expected images."""
+    RLE lossless (or each JPEG Lossless). Returns the expected images."""
     folder.mkdir(parents=True)
     images = []
     for i, (uid, k) in enumerate(zip(uids, labels)):
         hounsfield = -100 + 200 * k + rng.normal(0, 60, CT_SHAPE)  # some values fall outside the window
         stored = (hounsfield - RESCALE[1]).clip(0, 4095).astype(np.uint16)
-        ds, variant = _ct(uid), i % 4
+        ds, variant = _ct(uid), 0 if jpeg_lossless else i % 4
         ds.set_pixel_data(stored, "MONOCHROME1" if variant == 1 else "MONOCHROME2", 12,
                           generate_instance_uid=False)
         if variant == 2:
@@ -267,20 +284,23 @@ def _write_dicoms(folder, uids, labels, rng):
         elif variant == 3:
             ds.compress(RLELossless, generate_instance_uid=False)  # pydicom's own encoder
         ds.save_as(folder / f"{uid}.dcm", enforce_file_format=True)
+        if jpeg_lossless:
+            _jpeg_lossless(folder / f"{uid}.dcm")
         images.append(_windowed(stored, variant == 1))
     return images
 
 
-def dicom(root: Path, n_train: int = 24, n_test: int = 10, seed: int = 0) -> Expected:
+def dicom(root: Path, n_train: int = 24, n_test: int = 10, seed: int = 0, jpeg_lossless: bool = False) -> Expected:
     """RSNA-style: {train,test}_images/<id>.dcm, 12-bit CT in 16-bit words, binary labels in train.csv. Ids
-    are SOP instance UIDs, dots and all, as in RSNA's cervical spine set."""
+    are SOP instance UIDs, dots and all, as in RSNA's cervical spine set. `jpeg_lossless`: every file in
+    the syntax Kaggle's image cannot decode (made with GDCM)."""
     rng, root = np.random.default_rng(seed), Path(root)
     root.mkdir(parents=True, exist_ok=True)
     labels, tests = _classes(rng, n_train, 2), _classes(rng, n_test, 2)
     train_ids = [f"{UID_ROOT}1{i:04d}" for i in range(n_train)]
     test_ids = [f"{UID_ROOT}2{i:04d}" for i in range(n_test)]
-    train = _write_dicoms(root / "train_images", train_ids, labels, rng)
-    test = _write_dicoms(root / "test_images", test_ids, tests, rng)
+    train = _write_dicoms(root / "train_images", train_ids, labels, rng, jpeg_lossless)
+    test = _write_dicoms(root / "test_images", test_ids, tests, rng, jpeg_lossless)
     pd.DataFrame({"image_id": train_ids, "label": labels}).to_csv(root / "train.csv", index=False)
     pd.DataFrame({"image_id": test_ids, "label": 0}).to_csv(root / "sample_submission.csv", index=False)
     return Expected({i: (str(k), g) for i, k, g in zip(train_ids, labels, train)}, dict(zip(test_ids, test)))

@@ -7,6 +7,7 @@ import sys
 
 import h5py
 import keras
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -245,3 +246,52 @@ def test_a_refused_push_is_one_clear_line(kaggle_server, tmp_path):
     kaggle_server.replies["SaveKernel"] = (200, {"ref": "r", "url": "u", "invalidDatasetSources": ["x/y"]}, {})
     with pytest.raises(KitError, match="Kaggle does not know these kernel inputs: x/y"):
         push(spec, "vgg16", 0, "tester")
+
+
+@pytest.mark.kaggle_image
+def test_a_kernel_trains_top2_on_the_cached_prefix_on_kaggles_image_and_its_run_works_here(
+        tmp_path, kaggle_python, kaggle_server, monkeypatch):
+    """A training kernel run by the Python of Kaggle's image (older keras, TensorFlow, pandas) on a
+    stand-in /kaggle: Xception's top:2 on the frozen prefix's cached outputs, to a complete run
+    folder; make collect brings it here (the stand-in server serves the kernel's output), its model
+    loads and predicts here, and make ensemble takes it with a fold trained here."""
+    from kit.base import load_model
+    from kit.decode import read_rgb
+    from kit.remote import collect
+    from kit.submission import ensemble_submission
+    from kit.train import run_fold
+
+    write_competition(tmp_path / "data")
+    spec = load_spec(str(spec_file(tmp_path, backbones=["xception"], augment=[], metric="log_loss", schedule=[
+        {"name": "head", "trainable": "none", "epochs": 1, "lr": 1e-3, "patience": 0},
+        {"name": "finetune", "trainable": "top:2", "epochs": 1, "lr": 1e-4, "patience": 0}])))
+    folder = build_bundle(spec, "xception", 0, "tester")
+    root = tmp_path / "kaggle"
+    shutil.copytree(tmp_path / "data", root / "input" / "tiny")
+    (root / "working").mkdir()
+    script = shutil.copy(folder / "kernel.py", tmp_path / "notebook.py")
+    done = subprocess.run([kaggle_python, script], cwd=root / "working", env=kernel_env(root, tmp_path),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "runs on python 3.12" in done.stdout and ", keras 3.13.2, " in done.stdout
+    made = root / "working"
+    log = (made / "runs" / "tiny" / "xception" / "fold0" / "log.txt").read_text()
+    assert "phase finetune: base trainable top:2" in log and "on the frozen prefix's cached outputs" in log
+
+    run_fold(spec, "xception", 1)  # the other fold, here
+    files = [p.relative_to(made).as_posix() for p in made.rglob("*") if p.is_file()]  # what Kaggle keeps of a run
+    for name in files:
+        kaggle_server.files[f"/out/{name}"] = (made / name).read_bytes()
+    kaggle_server.replies["GetKernelSessionStatus"] = (200, {"status": "COMPLETE"}, {})
+    kaggle_server.replies["ListKernelSessionOutput"] = (200, {
+        "files": [{"url": f"http://localhost/out/{n}", "fileName": n} for n in files], "log": "[]"}, {})
+    collect(spec)
+    run = run_of(spec, "xception", 0)
+    assert run.finished() and run.model.read_bytes() == (made / "runs/tiny/xception/fold0/model.keras").read_bytes()
+    model = load_model(run.model)  # saved by keras 3.13.2, loaded by this one
+    test = pd.read_csv(run.test, dtype={"id": str})
+    x = np.stack([read_rgb(spec.data_path / "test" / f"{i}.png", 71) for i in test["id"]]).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x, verbose=0), test[["a", "b"]].to_numpy(), atol=1e-5)
+    monkeypatch.chdir(tmp_path)  # submissions/ of the ensemble
+    submission = pd.read_csv(ensemble_submission(spec, "mean"), dtype={"id": str})
+    assert submission["id"].tolist() == test["id"].tolist() and np.allclose(submission[["a", "b"]].sum(1), 1)

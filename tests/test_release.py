@@ -1,10 +1,12 @@
 """Code competitions: the ensemble released as a flat folder, published as a Kaggle dataset, run
 offline by an inference kernel on a hidden test set, and submitted as a kernel version."""
+import hashlib
 import json
 import shutil
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -32,14 +34,18 @@ def test_a_release_is_flat_checksummed_credential_free_and_the_same_bytes_when_r
         write("resnet50", fold, 0.8, seed=5 + fold)
     folder = build_release(spec, "mean", "tester")
     files = _files(folder)
-    assert sorted(files) == ["dataset-metadata.json", MANIFEST, "recipe.json", "resnet50-fold0.keras",
-                             "resnet50-fold1.keras", "spec.yaml", "vgg16-fold0.keras", "vgg16-fold1.keras"]
-    assert files["vgg16-fold1.keras"] == run_of(spec, "vgg16", 1).model.read_bytes()  # the run's model, as it is
+    assert sorted(files) == ["dataset-metadata.json", MANIFEST, "recipe.json", "resnet50-fold0.weights.npz",
+                             "resnet50-fold1.weights.npz", "spec.yaml", "vgg16-fold0.weights.npz",
+                             "vgg16-fold1.weights.npz"]
+    with np.load(folder / "vgg16-fold1.weights.npz") as saved:  # the run's model's weights, in order
+        kept = [saved[f"w{k:04d}"] for k in range(len(saved.files) - 1)]
+    for a, b in zip(kept, keras.saving.load_model(run_of(spec, "vgg16", 1).model).get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
     recipe = json.loads(files["recipe.json"])
     assert [(m["name"], m["weight"]) for m in recipe["members"]] == [("vgg16", 0.5), ("resnet50", 0.5)]
     assert recipe["members"][0]["runs"] == [
-        {"member": "vgg16", "fold": 0, "file": "vgg16-fold0.keras", "image_size": 32},
-        {"member": "vgg16", "fold": 1, "file": "vgg16-fold1.keras", "image_size": 32}]
+        {"member": "vgg16", "fold": k, "file": f"vgg16-fold{k}.weights.npz", "backbone": "vgg16", "image_size": 32,
+         "model_sha256": hashlib.sha256(run_of(spec, "vgg16", k).model.read_bytes()).hexdigest()} for k in (0, 1)]
     assert recipe["classes"] == ["a", "b"] and recipe["submission"]["columns"] == ["id", "a", "b"]
     assert json.loads(files["dataset-metadata.json"]) == {
         "id": "tester/tiny-models", "title": "tiny models", "licenses": [{"name": "CC0-1.0"}]}
@@ -52,9 +58,33 @@ def test_a_release_is_flat_checksummed_credential_free_and_the_same_bytes_when_r
     weights = combine(spec, members, labels_of(data), "weighted").params["weights"]
     assert weights == [1.0, 0.0]  # the noisy member adds nothing: left out, and said so
     assert [(m["name"], m["weight"]) for m in weighted["members"]] == [("vgg16", 1.0)]
-    assert "resnet50 (weight 0)" in weighted["missing"] and not (folder / "resnet50-fold0.keras").exists()
+    assert "resnet50 (weight 0)" in weighted["missing"] and not (folder / "resnet50-fold0.weights.npz").exists()
     only = build_release(spec, "mean", "tester", members="vgg16")
-    assert sorted(p.name for p in only.glob("*.keras")) == ["vgg16-fold0.keras", "vgg16-fold1.keras"]
+    assert sorted(p.name for p in only.glob("*.npz")) == ["vgg16-fold0.weights.npz", "vgg16-fold1.weights.npz"]
+
+
+def test_portable_weights_give_the_registrys_model_back_exactly_and_the_same_bytes(tmp_path):
+    """What a release holds: no layer config (another keras may refuse it), weights in order."""
+    from kit.model import build_model
+    from kit.portable import load_portable, save_portable
+
+    keras.utils.set_random_seed(3)
+    model, _ = build_model("vgg16", "multiclass", 3, 32, None, 0.3)
+    save_portable(model, tmp_path / "a.weights.npz")
+    save_portable(model, tmp_path / "b.weights.npz")
+    assert (tmp_path / "a.weights.npz").read_bytes() == (tmp_path / "b.weights.npz").read_bytes()
+    keras.utils.set_random_seed(4)  # another initialisation: only the loaded weights can make them equal
+    again = load_portable(tmp_path / "a.weights.npz", "vgg16", "multiclass", 3, 32)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(again.predict_on_batch(x), model.predict_on_batch(x))
+    with pytest.raises(KitError, match=r"a.weights.npz holds other weights than vgg16 at 32px as this kit builds "
+                                       r"it \(head/kernel \(512, 3\)\): make release again"):
+        load_portable(tmp_path / "a.weights.npz", "vgg16", "binary", 2, 32)
+    with pytest.raises(KitError, match="holds other weights than resnet50 at 32px as this kit builds it"):
+        load_portable(tmp_path / "a.weights.npz", "resnet50", "multiclass", 3, 32)
+    (tmp_path / "c.weights.npz").write_bytes(b"not a zip")
+    with pytest.raises(KitError, match="c.weights.npz is not a readable weights file"):
+        load_portable(tmp_path / "c.weights.npz", "vgg16", "multiclass", 3, 32)
 
 
 def test_what_cannot_be_released_is_one_clear_line(fake_runs):
@@ -69,17 +99,27 @@ def test_what_cannot_be_released_is_one_clear_line(fake_runs):
     folder = build_release(spec, "mean", "tester")
     with pytest.raises(KitError, match="tta is fixed by the release \\(its recipe made the CV\\); only data_dir"):
         load_release(folder, {"tta": "hflip"})
-    model = folder / "vgg16-fold0.keras"
+    model = folder / "vgg16-fold0.weights.npz"
     model.write_bytes(model.read_bytes() + b"!")
-    with pytest.raises(KitError, match="vgg16-fold0.keras does not match its checksum in kit-release.json"):
+    with pytest.raises(KitError, match="vgg16-fold0.weights.npz does not match its checksum in kit-release.json"):
         load_release(folder)
     manifest = json.loads((folder / MANIFEST).read_text())
-    del manifest["files"]["vgg16-fold0.keras"]  # then a damaged model would go unchecked
+    del manifest["files"]["vgg16-fold0.weights.npz"]  # then a damaged model would go unchecked
     (folder / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(KitError, match="kit-release.json does not list vgg16-fold0.keras"):
+    with pytest.raises(KitError, match="kit-release.json does not list vgg16-fold0.weights.npz"):
         load_release(folder)
     (folder / MANIFEST).write_text("{bad")
     with pytest.raises(KitError, match="kit-release.json is not readable JSON: a damaged release"):
+        load_release(folder)
+    folder = build_release(spec, "mean", "tester")  # as an older kit made it: .keras files in the recipe
+    recipe = json.loads((folder / "recipe.json").read_text())
+    for r in recipe["members"][0]["runs"]:
+        del r["backbone"]
+    (folder / "recipe.json").write_text(json.dumps(recipe))
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["files"]["recipe.json"] = hashlib.sha256((folder / "recipe.json").read_bytes()).hexdigest()
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(KitError, match="release was made by an older kit .*: make release and publish it again"):
         load_release(folder)
     run = run_of(spec, "vgg16", 0).model
     run.write_bytes(run.read_bytes()[:-30])  # cut short: it would fail only where the kernel runs
@@ -239,11 +279,15 @@ def test_submit_code_pushes_waits_for_complete_and_submits_that_version(fake_run
     assert "  | error: 1 test images cannot be read" in str(e.value)
 
 
-@pytest.mark.slow
-def test_the_inference_kernel_on_a_hidden_test_set_writes_what_the_local_kit_would(tiny, tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", [pytest.param("here", marks=pytest.mark.slow),
+                                   pytest.param("kaggle", marks=pytest.mark.kaggle_image)])
+def test_the_inference_kernel_on_a_hidden_test_set_writes_what_the_local_kit_would(tiny, tmp_path, monkeypatch,
+                                                                                 request, where):
     """Trained and released here; then run the way Kaggle re-runs a code competition: a fresh
     process, no network, the test folder and sample submission replaced by a hidden set (new ids,
-    more rows, another order), the release attached as a dataset."""
+    more rows, another order), the release attached as a dataset. On this Python, and on Kaggle's
+    image's (older keras, TensorFlow, pandas...: models trained with a newer keras predict there)."""
+    python = request.getfixturevalue("kaggle_python") if where == "kaggle" else sys.executable
     from kit.bundle import build_inference_bundle
     from kit.predict import predict_fold
     from kit.submission import ensemble_submission, problems
@@ -271,10 +315,13 @@ def test_the_inference_kernel_on_a_hidden_test_set_writes_what_the_local_kit_wou
     shutil.copytree(release, root / "input" / "datasets" / "tester" / "tiny-models")
     (root / "working").mkdir()
     script = shutil.copy(kernel / "kernel.py", tmp_path / "notebook.py")
-    done = subprocess.run([sys.executable, script], cwd=root / "working", env=kernel_env(root, tmp_path),
+    done = subprocess.run([python, script], cwd=root / "working", env=kernel_env(root, tmp_path),
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "13 test images; 4 models (vgg16, resnet50) x 2 test-time view(s)" in done.stdout
+    ran = subprocess.run([python, "-c", "import keras, platform; print(platform.python_version(), keras.__version__)"],
+                         capture_output=True, text=True, timeout=300).stdout.split()
+    assert f"runs on python {ran[0]}, tensorflow " in done.stdout and f", keras {ran[1]}, " in done.stdout
     submission = root / "working" / "submission.csv"
     got = pd.read_csv(submission, dtype={"id": str})
     assert got["id"].tolist() == ids
@@ -291,3 +338,30 @@ def test_the_inference_kernel_on_a_hidden_test_set_writes_what_the_local_kit_wou
     local = pd.read_csv(ensemble_submission(spec, "mean"), dtype={"id": str})
     assert local["id"].tolist() == ids
     np.testing.assert_allclose(got[["a", "b"]], local[["a", "b"]], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_demos_inference_kernel_generates_the_demo_data_it_is_not_attached_to(tmp_path):
+    """The README's code-competition walk-through on the demo: the demo is no Kaggle dataset, so
+    its inference kernel makes the data as its training kernel does, then predicts it."""
+    from kit.bundle import build_inference_bundle
+    from kit.config import load_spec
+    from kit.train import run_fold
+
+    spec = load_spec("demo", {"runs_dir": str(tmp_path / "runs"), "data_dir": str(tmp_path / "data"),
+                              "backbones": "[vgg16]", "n_folds": "2", "limit_batches": "1",
+                              "schedule": "[{name: head, trainable: none, epochs: 1, lr: 0.003}]"})
+    for fold in range(2):
+        run_fold(spec, "vgg16", fold)
+    release = build_release(spec, "mean", "tester")
+    kernel = build_inference_bundle(spec, "tester")
+    assert json.loads((kernel / "kernel-metadata.json").read_text())["competition_sources"] == []
+    root = tmp_path / "kaggle"
+    shutil.copytree(release, root / "input" / "tiny-models")  # the release alone is attached
+    (root / "working").mkdir()
+    done = subprocess.run([sys.executable, kernel / "kernel.py"], cwd=root / "working",
+                          env=kernel_env(root, tmp_path), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = pd.read_csv(root / "working" / "submission.csv", dtype={"id": str})
+    want = pd.read_csv(spec.data_path / "sample_submission.csv", dtype={"id": str})
+    assert got["id"].tolist() == want["id"].tolist() and list(got.columns) == list(want.columns)
