@@ -12,7 +12,7 @@ KAGGLE_PYTHON ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions
 	$(shell command -v python3.12 2>/dev/null))
 
 # key='value' for every command-line variable except the Makefile's own, quoted for the shell.
-OWN := PYTHON VENV k KAGGLE_PYTHON KAGGLE_VENV
+OWN := PYTHON VENV k slow KAGGLE_PYTHON KAGGLE_VENV
 ARGS := $(strip $(foreach v,$(filter-out $(OWN),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),$(v)='$(subst ','\'',$($(v)))')))
 
 # tensorflow's wheel is 570 MB and a download can break off midway for good: pip resumes it, and
@@ -133,8 +133,9 @@ test: $(VENV)/.installed ## every test, slow ones included, one process per core
 test-fast: $(VENV)/.installed ## the tests that train no model beyond a step (under 2 minutes): for your loop
 	$(PY) -m pytest -q -n auto --dist loadfile -m 'not slow and not kaggle_image' $(if $(k),-k '$(k)')
 
-test-kaggle: $(VENV)/.installed $(KAGGLE_VENV)/.installed $(KAGGLE_VENV)/kit-wheels/kit-wheels.json ## on Kaggle's image's versions (.venv-kaggle): the fast tests, then kernels end to end
-	$(KAGGLE_VENV)/bin/python -m pytest -q -n auto --dist loadfile -m 'not slow and not kaggle_image' -rs $(if $(k),-k '$(k)')
+test-kaggle: $(VENV)/.installed $(KAGGLE_VENV)/.installed $(KAGGLE_VENV)/kit-wheels/kit-wheels.json ## on Kaggle's image (.venv-kaggle): the fast tests and every registry entry's blocks and cut, then kernels end to end [slow=1: every test]
+	$(KAGGLE_VENV)/bin/python -m pytest -q -n auto --dist loadfile -rs $(if $(k),-k '$(k)') \
+	  -m '$(if $(slow),not kaggle_image,(not slow or registry) and not kaggle_image)'
 	KIT_KAGGLE_PYTHON=$(CURDIR)/$(KAGGLE_VENV)/bin/python KIT_KAGGLE_WHEELS=$(CURDIR)/$(KAGGLE_VENV)/kit-wheels \
 	  $(PY) -m pytest -q -n auto --dist loadfile --durations=10 -m kaggle_image $(if $(k),-k '$(k)')
 

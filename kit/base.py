@@ -25,7 +25,7 @@ def build_base(backbone, size, weights):
     entry = BACKBONES[backbone]
     try:
         if entry.hub:
-            return _hub(entry, size, weights)
+            return _hub(backbone, entry, size, weights)
         return getattr(keras.applications, entry.constructor)(
             include_top=False, weights=weights, input_shape=(size, size, 3))
     except ValueError as e:  # e.g. a weights file made for another architecture
@@ -37,10 +37,15 @@ def build_base(backbone, size, weights):
         raise
 
 
-def _hub(entry, size, weights):
+def _hub(backbone, entry, size, weights):
     import keras_hub  # only for its backbones: a second or two to import
 
-    cls = getattr(keras_hub.models, entry.constructor)
+    cls = getattr(keras_hub.models, entry.constructor, None)
+    if cls is None:  # Kaggle's image: keras-hub 0.26 has no Swin
+        new, have = entry.hub_version, keras_hub.__version__
+        raise KitError(f"{backbone}: keras_hub.models.{entry.constructor} is new in keras-hub {new}; this "
+                       f"Python has {have}: pip install 'keras-hub>={new}' (a kernel installs it from the "
+                       f"wheels dataset: make wheels)")
     if weights is None:
         return cls(**entry.config, image_shape=(size, size, 3))
     source = entry.preset if weights == "imagenet" else str(weights)

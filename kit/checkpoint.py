@@ -127,8 +127,14 @@ def _training_state(model):
     """What decides the next step besides the weights: the optimizer's variables (its step count
     and learning rate among them), then the random generators' states (dropout's), which
     `get_weights` leaves out; a resumed run draws what an uninterrupted one would have."""
-    weights = {id(v) for v in model.weights}
-    return [*model.optimizer.variables, *(v for v in model.variables if id(v) not in weights)]
+    seen = {id(v) for v in model.weights}
+    mixer = getattr(model, "mixer", None)  # MixUp's, which keras 3.13 leaves out of model.variables
+    states = []
+    for v in [*model.variables, *(mixer.variables if mixer else [])]:
+        if id(v) not in seen:
+            seen.add(id(v))
+            states.append(v)
+    return [*model.optimizer.variables, *states]
 
 
 def _read(path, optimizer=True):

@@ -72,6 +72,7 @@ def _fed_by(layer):
     return seen
 
 
+@pytest.mark.registry
 @pytest.mark.parametrize("name", registry())
 def test_top_k_opens_the_last_k_stages_and_nothing_below(name):
     entry = BACKBONES[name]

@@ -291,3 +291,13 @@ def test_swin_runs_on_kaggles_image_with_keras_hub_from_the_wheels_dataset(tmp_p
                             "-k", "swin_tiny and (cut_is_below or top_k_opens)", "tests/test_prefix.py", "tests/test_backbones.py"],
                            cwd=ROOT, env={**env, "PYTHONPATH": f"{target}:{ROOT}"}, capture_output=True, text=True, timeout=900)
     assert tests.returncode == 0 and "2 passed" in tests.stdout and "skipped" not in tests.stdout, tests.stdout[-3000:]
+
+
+def test_a_keras_hub_class_this_keras_hub_lacks_is_one_line(monkeypatch):
+    """Swin on Kaggle's image (keras-hub 0.26), outside a kernel that installs a newer one."""
+    keras_hub = pytest.importorskip("keras_hub")
+    from kit.base import build_base
+    monkeypatch.delattr(keras_hub.models, "SwinTransformerBackbone", raising=False)
+    with pytest.raises(KitError, match=r"swin_tiny: keras_hub.models.SwinTransformerBackbone is new in keras-hub "
+                                       r"0\.29\.1; this Python has .*: pip install 'keras-hub>=0\.29\.1'"):
+        build_base("swin_tiny", 224, None)
