@@ -279,15 +279,14 @@ def test_submit_code_pushes_waits_for_complete_and_submits_that_version(fake_run
     assert "  | error: 1 test images cannot be read" in str(e.value)
 
 
-@pytest.mark.parametrize("where", [pytest.param("here", marks=pytest.mark.slow),
-                                   pytest.param("kaggle", marks=pytest.mark.kaggle_image)])
+@pytest.mark.kaggle_image
 def test_the_inference_kernel_on_a_hidden_test_set_writes_what_the_local_kit_would(tiny, tmp_path, monkeypatch,
-                                                                                 request, where):
+                                                                                 kaggle_python):
     """Trained and released here; then run the way Kaggle re-runs a code competition: a fresh
     process, no network, the test folder and sample submission replaced by a hidden set (new ids,
-    more rows, another order), the release attached as a dataset. On this Python, and on Kaggle's
-    image's (older keras, TensorFlow, pandas...: models trained with a newer keras predict there)."""
-    python = request.getfixturevalue("kaggle_python") if where == "kaggle" else sys.executable
+    more rows, another order), the release attached as a dataset; by the Python of Kaggle's image
+    (older keras, TensorFlow, pandas...: models trained with a newer keras predict there)."""
+    python = kaggle_python
     from kit.bundle import build_inference_bundle
     from kit.predict import predict_fold
     from kit.submission import ensemble_submission, problems
