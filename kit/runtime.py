@@ -129,7 +129,8 @@ def _has(package, at_least):
 
 def version(package):
     """The installed version of a distribution, or None."""
-    for name in (package, "tensorflow-cpu") if package == "tensorflow" else (package,):
+    builds = ("tensorflow-cpu", "tensorflow-tpu", "tensorflow-intel")  # TensorFlow under other names
+    for name in (package, *builds) if package == "tensorflow" else (package,):
         try:
             return importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
