@@ -55,13 +55,13 @@ def read_dicom(path, window=None):
         ds.file_meta.TransferSyntaxUID = syntax
     try:
         pixels = ds.pixel_array
-    except Exception as e:  # no plugin: NotImplementedError; broken data: ValueError, ...
+    except Exception as e:  # no plugin: NotImplementedError, RuntimeError; broken data: ValueError, ...
         name = f"{syntax.name} ({syntax})"
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        if isinstance(e, NotImplementedError) or "plugin" in reason or "not supported" in reason:
-            raise BadImage(path, f"transfer syntax {name}: no installed decoder reads it "
-                                 f"({reason})") from None
-        raise BadImage(path, f"its pixel data cannot be decoded ({reason})") from None
+        text = str(e).strip() or type(e).__name__
+        if isinstance(e, NotImplementedError) or "plugin" in text or "not supported" in text:
+            why = f"transfer syntax {name}: no installed decoder reads it{_would(syntax)}"
+            raise BadImage(path, why) from None
+        raise BadImage(path, f"its pixel data cannot be decoded ({text.splitlines()[0][:160]})") from None
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         pixels = pixels[len(pixels) // 2]  # a multi-frame file: its middle frame
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
@@ -79,6 +79,17 @@ def read_dicom(path, window=None):
     if photometric == "MONOCHROME1":  # white is low: invert so that every image reads alike
         gray = 255 - gray
     return as_rgb8(gray)
+
+
+def _would(syntax):
+    """What would decode a syntax that no installed decoder reads, as pydicom names it."""
+    from pydicom.pixels.decoders.base import get_decoder
+    try:
+        missing = get_decoder(syntax).missing_dependencies
+    except NotImplementedError:  # pydicom has no decoder of it at all
+        return ""
+    needs = " or ".join(m.split(" - requires ")[-1] for m in missing)
+    return f" ({needs} would; in a kernel, the wheels dataset: make wheels)" if needs else ""
 
 
 def _first(value):

@@ -50,6 +50,14 @@ def find_data(slug):
 def search_inputs(match, what, fix, depth=4):
     """The first folder under /kaggle/input (breadth first, in name order, `depth` levels down)
     for which `match(folder, file names)` holds; else one line listing what is attached."""
+    for folder in inputs_where(match, depth):
+        return folder
+    raise not_attached(what, fix)
+
+
+def inputs_where(match, depth=4):
+    """Every folder under /kaggle/input for which `match(folder, file names)` holds, breadth first,
+    in name order, `depth` levels down."""
     inputs = kaggle_root() / "input"
     level = [inputs] if inputs.is_dir() else []
     for _ in range(depth + 1):
@@ -57,12 +65,17 @@ def search_inputs(match, what, fix, depth=4):
         for folder in level:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
             if folder != inputs and match(Path(folder), [e.name for e in entries if e.is_file()]):
-                return Path(folder)
+                yield Path(folder)
             below += [Path(e.path) for e in entries if e.is_dir()]
         level = below
+
+
+def not_attached(what, fix):
+    """The error for what no folder under /kaggle/input holds: it lists what is attached."""
+    inputs = kaggle_root() / "input"
     attached = ", ".join(_attached(inputs)) or "nothing"
-    raise KitError(f"{what} is not attached to this kernel: nothing under {inputs} holds it "
-                   f"(attached: {attached}); {fix}")
+    return KitError(f"{what} is not attached to this kernel: nothing under {inputs} holds it "
+                    f"(attached: {attached}); {fix}")
 
 
 def _attached(inputs):

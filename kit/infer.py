@@ -45,10 +45,11 @@ def infer(folder, out, overrides=None, slug=None, log=print):
                        f"({', '.join(recipe['submission']['columns'])}): a release of another competition?")
     seen = views(spec, Augmenter(serialized(spec.augment)))
     runs = [(m["name"], run) for m in recipe["members"] for run in m["runs"]]
-    log(f"release {release.folder}: {recipe['method']} of {', '.join(m['name'] for m in recipe['members'])}, "
+    how = recipe["method"] + ("+pp" if recipe["postprocess"] else "")  # as make release and make cv say it
+    log(f"release {release.folder}: {how} of {', '.join(m['name'] for m in recipe['members'])}, "
         f"CV {recipe['metric']} {recipe['cv']}")
     log(f"{len(test)} test images; {len(runs)} models ({', '.join(m['name'] for m in recipe['members'])}) "
-        f"x {len(seen)} test-time view(s); ensemble: {recipe['method']}")
+        f"x {len(seen)} test-time view(s); ensemble: {how}")
     images, predictions, started = {}, {}, time.perf_counter()
     for k, (name, run) in enumerate(runs):
         size = run["image_size"]
@@ -73,7 +74,7 @@ def infer(folder, out, overrides=None, slug=None, log=print):
         found = problems(tmp, sample, spec, recipe["classes"])
         if found:
             raise KitError(f"the submission would not be valid: {'; '.join(found)}")
-    about = {"competition": spec.slug, "release": str(release.folder), "method": recipe["method"],
+    about = {"competition": spec.slug, "release": str(release.folder), "method": how,
              "metric": recipe["metric"], "cv": recipe["cv"],
              "runs": [f"{name}/fold{run['fold']}" for name, run in runs]}
     write_text(Path(out).with_suffix(".json"), json.dumps(about, indent=1) + "\n")

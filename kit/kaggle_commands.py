@@ -47,14 +47,19 @@ def _kernel_args(options):
     return (*fold_args(options), kaggle_user(user))
 
 
+def _again(options, *leave_out):
+    """The options as the user gave them (a spec's path, overrides), for the next command's hint."""
+    return " ".join(f"{k}={v}" for k, v in options.items() if k not in leave_out)
+
+
 def cmd_kernel(options):
     start_tensorflow()
     from kit.bundle import build_bundle
 
+    given = _again(options)  # make push builds the same bundle from the same options
     spec, backbone, fold, user = _kernel_args(options)
     folder = build_bundle(spec, backbone, fold, user)
-    print(f"{folder}: kernel.py and kernel-metadata.json; push with make push competition={spec.slug} "
-          f"fold={fold} backbone={backbone}{f' user={user}' if user else ''}")
+    print(f"{folder}: kernel.py and kernel-metadata.json; push with make push {given}".rstrip())
 
 
 def cmd_push(options):
@@ -93,13 +98,14 @@ def cmd_release(options):
     from kit.kaggle_client import kaggle_user
     from kit.release import build_release
 
+    given = _again(options, "method", "members", "user")
     method, members, user = options.pop("method", "auto"), options.pop("members", ""), options.pop("user", "")
     spec = spec_of(options)
     folder = build_release(spec, method, kaggle_user(user, "the models dataset's id"), members)
     recipe = json.loads((folder / "recipe.json").read_text())
     how = recipe["method"] + ("+pp" if recipe["postprocess"] else "")
     print(f"{folder}: {', '.join(m['name'] for m in recipe['members'])}, {how}, honest CV {spec.metric} "
-          f"{recipe['cv']}; publish with make publish competition={spec.slug}")
+          f"{recipe['cv']}; publish with make publish {given}".rstrip())
 
 
 def cmd_publish(options):
@@ -134,9 +140,11 @@ def cmd_inference_kernel(options):
     from kit.bundle import build_inference_bundle
     from kit.kaggle_client import kaggle_user
 
+    given = _again(options)
     user = options.pop("user", "")
     folder = build_inference_bundle(spec_of(options), kaggle_user(user))
-    print(f"{folder}: kernel.py and kernel-metadata.json; push, run and submit it with make submit-code")
+    print(f"{folder}: kernel.py and kernel-metadata.json; push, run and submit it with make submit-code "
+          f"{given} message=...")
 
 
 def cmd_submit_code(options):

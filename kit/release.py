@@ -33,7 +33,7 @@ from kit.checks import check_backbone
 from kit.config import Spec, dump, load_spec
 from kit.data import load_data
 from kit.ensemble import choose, labels_of, load_members
-from kit.env import search_inputs
+from kit.env import inputs_where, not_attached
 from kit.files import UMASK, read_csv, replace_folder
 from kit.metrics import spec_score
 from kit.model import released
@@ -187,12 +187,22 @@ def _sha256(path):
 
 
 def find_release(slug):
-    """The release of `slug` attached to a kernel, wherever Kaggle mounted the dataset."""
-    def holds(folder, files):
-        manifest = _json(folder / MANIFEST, {}) if MANIFEST in files else {}
-        return isinstance(manifest, dict) and manifest.get("competition") == slug
-    return search_inputs(holds, f"the models dataset of {slug} (a folder holding {MANIFEST})",
-                         f"attach the dataset `make publish competition={slug}` made")
+    """The release of `slug` attached to a kernel, wherever Kaggle mounted the dataset: one line if
+    none is, if two are (which one is meant?), or if a manifest there cannot be read."""
+    held = inputs_where(lambda folder, files: MANIFEST in files)
+    manifests = {folder: _json(folder / MANIFEST, {}) for folder in held}
+    mine = [f for f, m in manifests.items() if isinstance(m, dict) and m.get("competition") == slug]
+    damaged = [f for f, m in manifests.items() if not (isinstance(m, dict) and m)]
+    if len(mine) > 1:
+        raise KitError(f"{len(mine)} releases of {slug} are attached ({', '.join(map(str, mine))}): attach "
+                       f"only the one to predict with")
+    if not mine and damaged:
+        raise KitError(f"{damaged[0] / MANIFEST} is not readable JSON: a damaged release? make release and "
+                       f"publish it again")
+    if not mine:
+        raise not_attached(f"the models dataset of {slug} (a folder holding {MANIFEST})",
+                           f"attach the dataset `make publish competition={slug}` made")
+    return mine[0]
 
 
 # What may differ where a release runs; the rest is the recipe its CV was measured with.

@@ -1,6 +1,7 @@
 """Kaggle kernels: the kit inside one (a fake /kaggle), self-contained bundles, offline weights,
 and the fan-out through the real client against the stand-in server."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -295,3 +296,15 @@ def test_a_kernel_trains_top2_on_the_cached_prefix_on_kaggles_image_and_its_run_
     monkeypatch.chdir(tmp_path)  # submissions/ of the ensemble
     submission = pd.read_csv(ensemble_submission(spec, "mean"), dtype={"id": str})
     assert submission["id"].tolist() == test["id"].tolist() and np.allclose(submission[["a", "b"]].sum(1), 1)
+
+
+def test_the_next_commands_hint_repeats_the_options_given(tmp_path):
+    """make push builds the bundle again from its options: a hint without the overrides (or with the
+    slug of a spec given as a path) would push another kernel, or none."""
+    write_competition(tmp_path / "data")
+    spec = spec_file(tmp_path)
+    given = [f"competition={spec}", "fold=1", "backbone=vgg16", "epochs_head=2", "user=tester"]
+    done = subprocess.run([sys.executable, "-m", "kit", "kernel", *given], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith(f"push with make push {' '.join(given)}")

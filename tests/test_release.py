@@ -153,6 +153,14 @@ def test_a_kernel_finds_the_release_wherever_the_dataset_is_mounted(fake_runs, t
         find_release("tiny")
     shutil.copytree(folder, root / "input" / "datasets" / "tester" / "tiny-models")
     assert find_release("tiny") == root / "input" / "datasets" / "tester" / "tiny-models"
+    shutil.copytree(folder, root / "input" / "tiny-models-old")  # another version attached too
+    with pytest.raises(KitError, match=r"2 releases of tiny are attached \(.*tiny-models-old, .*tester/tiny-models\): "
+                                       r"attach only the one to predict with"):
+        find_release("tiny")
+    shutil.rmtree(root / "input" / "datasets")
+    (root / "input" / "tiny-models-old" / MANIFEST).write_text('{"competition": "ti')  # cut short
+    with pytest.raises(KitError, match="tiny-models-old/kit-release.json is not readable JSON: a damaged release"):
+        find_release("tiny")
 
 
 def test_at_run_time_a_bad_test_image_or_another_sample_is_one_line_and_keeps_the_last_submission(
