@@ -160,12 +160,16 @@ def cmd_infer(options):
     import datetime
 
     from kit.env import in_kernel, kaggle_root
-    from kit.release import find_release, release_dir
 
     folder, out, named = options.pop("release", ""), options.pop("out", ""), options.pop("competition", "")
     spec = spec_of({"competition": named})
     start_tensorflow()
     from kit.infer import infer
+    from kit.release import find_release, release_dir
+
+    if named and not in_kernel():  # the release's spec finds its data where the named spec has it
+        options.setdefault("data_dir", str(spec.data_path))
+        options.setdefault("runs_dir", spec.runs_dir)
 
     folder = folder or (find_release(spec.slug) if in_kernel() else release_dir(spec))
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -121,11 +121,12 @@ def cmd_wheels(options):
     from kit.kaggle_client import kaggle_user
     from kit.remote import build_wheels
 
+    given = _again(options, "user", "source")
     user, source = options.pop("user", ""), options.pop("source", "")
     spec = spec_of(options)
     folder = build_wheels(spec, kaggle_user(user, "the wheels dataset's id"), source)
     print(f"{folder}: {len(list(folder.glob('*.whl')))} wheels for Kaggle's image; publish them with make "
-          f"publish-wheels")
+          f"publish-wheels {given}".rstrip())
 
 
 def cmd_publish_wheels(options):

@@ -69,7 +69,7 @@ def check_same_data(spec, run, old, now, same_classes):
     changed = [k for k in DATA if k in old and old[k] != now[k]]
     if changed or not same_classes:
         what = DATA[changed[0]] if changed else "classes"
-        raise KitError(f"{run.path} was trained on other {what} than data/{spec.slug} gives now: force=1 "
+        raise KitError(f"{run.path} was trained on other {what} than {spec.data_path} gives now: force=1 "
                        f"trains it again")
 
 

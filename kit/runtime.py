@@ -103,7 +103,8 @@ def provide(needs, dataset, log=print):
     why = "; ".join(dict.fromkeys(n.why for n in missing))
     what = f"{', '.join(names)} ({why}) is not in Kaggle's image, and the wheels dataset {dataset}"
     folder = search_inputs(lambda folder, files: MANIFEST in files, what,
-                           "make wheels and make publish-wheels make it (once), and make kernel attaches it")
+                           "make wheels and make publish-wheels make it (once), and make kernel and make "
+                           "inference-kernel attach it")
     target = tempfile.mkdtemp(prefix="kit-packages-")
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--quiet",
                            "--disable-pip-version-check", "--find-links", str(folder), "--target", target,

@@ -106,7 +106,7 @@ def test_runs_of_other_images_folds_or_classes_are_refused_and_mixed_settings_sa
     for edit, what in [("train_ids_sha1: 0bad\n", "training images"), ("folds_sha1: 0bad\n", "folds"),
                        ("labels_sha1: 0bad\n", "labels")]:
         run.config.write_text(config + edit)
-        with pytest.raises(KitError, match=f"vgg16/fold0 was trained on other {what} than data/tiny gives now"):
+        with pytest.raises(KitError, match=f"vgg16/fold0 was trained on other {what} than {spec.data_path} gives now"):
             load_members(spec, data)
     run.config.write_text(config)
     oof = pd.read_csv(run.oof)

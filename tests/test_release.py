@@ -2,6 +2,7 @@
 offline by an inference kernel on a hidden test set, and submitted as a kernel version."""
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -190,6 +191,23 @@ def test_at_run_time_a_bad_test_image_or_another_sample_is_one_line_and_keeps_th
     with pytest.raises(KitError, match="sample_submission.csv: no test images .*: nothing to predict"):
         infer(folder, out, overrides)
     assert out.read_text() == "the last good one\n"
+
+
+def test_make_infer_of_a_spec_given_as_a_path_reads_that_specs_data(fake_runs, tmp_path):
+    """The release's own spec is portable (data/<slug>); the spec named on the command line says
+    where the data is here. (The stand-in models get as far as their weights: the data was read.)"""
+    from tests.helpers import ROOT
+
+    spec, _, write = fake_runs
+    write("vgg16", 0, 0.1)
+    build_release(spec, "mean", "tester")
+    (tmp_path / "elsewhere").mkdir()
+    done = subprocess.run([sys.executable, "-m", "kit", "infer", f"competition={tmp_path / 'tiny.yaml'}"],
+                          cwd=tmp_path / "elsewhere", env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "no data folder" not in done.stderr
+    assert done.stderr.startswith("error: ") and "holds other weights than vgg16 at 32px" in done.stderr, done.stderr
+    assert "absl::InitializeLog" not in done.stderr  # TensorFlow's start-up lines stay off the screen
 
 
 def test_the_inference_kernel_is_offline_and_carries_what_inference_imports(fake_runs):
