@@ -61,7 +61,7 @@ class Tracker(keras.callbacks.Callback):
     """After every epoch of a phase: a history line, the schedule's best weights, early stopping
     on val_loss, plateau decay, and a checkpoint of `full` (the model being fit may be its head
     alone). Keras' EarlyStopping and ReduceLROnPlateau reset their counters when fit begins, so
-    they cannot resume; this keeps them in the RunState."""
+    they cannot resume; the RunState keeps them (and is their only writer)."""
 
     def __init__(self, state, phase, checkpoint, full, columns):
         super().__init__()
@@ -69,39 +69,16 @@ class Tracker(keras.callbacks.Callback):
         self.full, self.columns = full, columns
 
     def on_epoch_end(self, epoch, logs=None):
-        s = self.state
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        s.rows.append({"epoch": epoch + 1, "phase": self.phase.name, "lr": lr,
-                       **{column: logs[column] for column in self.columns}})
-        val_loss = logs["val_loss"]
-        best = val_loss < s.best  # False for NaN
-        if best:
-            s.best = val_loss
-        if val_loss < s.phase_best:
-            s.phase_best, s.wait = val_loss, 0
-        else:
-            s.wait += 1
-        s.epoch = epoch + 1
-        diverged = math.isnan(logs["loss"]) or math.isnan(val_loss)
-        if diverged or (self.phase.patience and s.wait >= self.phase.patience):
-            s.stopped = self.model.stop_training = True
-        if self.phase.decay == "plateau":
-            self._plateau(val_loss)
+        s, phase, optimizer = self.state, self.phase, self.model.optimizer
+        lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        row = {"epoch": epoch + 1, "phase": phase.name, "lr": lr, **{c: logs[c] for c in self.columns}}
+        best, stop = s.end_epoch(row, logs["loss"], logs["val_loss"], phase.patience)
+        if stop:
+            self.model.stop_training = True
+        if phase.decay == "plateau" and s.plateau(logs["val_loss"], phase.patience):
+            if lr > np.float32(phase.lr / 1000):  # x0.2, down to the phase's rate / 1000
+                optimizer.learning_rate = max(lr * 0.2, phase.lr / 1000)
         self.checkpoint.save(s, self.full, best)
-
-    def _plateau(self, val_loss):
-        """decay: plateau: the learning rate x0.2 (down to the phase's / 1000) after patience // 2
-        epochs without a val_loss 1e-4 better, as Keras' ReduceLROnPlateau does."""
-        s, optimizer = self.state, self.model.optimizer
-        if val_loss < s.plateau_best - 1e-4:
-            s.plateau_best, s.plateau_wait = val_loss, 0
-            return
-        s.plateau_wait += 1
-        if s.plateau_wait >= max(1, self.phase.patience // 2):
-            lr, floor = float(keras.ops.convert_to_numpy(optimizer.learning_rate)), self.phase.lr / 1000
-            if lr > np.float32(floor):
-                optimizer.learning_rate = max(lr * 0.2, floor)
-            s.plateau_wait = 0
 
 
 class AverageWeights(keras.callbacks.Callback):

@@ -40,6 +40,9 @@ class RunState:
     model_file: str = ""  # checkpoint file of the model and optimizer after `epoch`
     best_file: str = ""  # checkpoint file holding the weights with the `best` val_loss
 
+    # Its only writers are these methods: the trainer starts phases, the epoch's end records it,
+    # the checkpoint names its files.
+
     def start_phase(self, index, round=0):
         self.phase, self.phase_start, self.phase_best, self.wait = index, self.epoch, math.inf, 0
         self.plateau_best, self.plateau_wait, self.stopped, self.model_file = math.inf, 0, False, ""
@@ -47,6 +50,43 @@ class RunState:
 
     def phase_done(self, phase):
         return self.stopped or self.epoch >= self.phase_start + phase.epochs
+
+    def end_epoch(self, row, loss, val_loss, patience):
+        """An epoch's history line (`row`) and losses: (is val_loss the schedule's best so far,
+        does the phase stop: `patience` epochs without a better one, or a NaN loss)."""
+        self.rows.append(row)
+        best = val_loss < self.best  # False for NaN
+        if best:
+            self.best = val_loss
+        if val_loss < self.phase_best:
+            self.phase_best, self.wait = val_loss, 0
+        else:
+            self.wait += 1
+        self.epoch = row["epoch"]
+        if math.isnan(loss) or math.isnan(val_loss) or (patience and self.wait >= patience):
+            self.stopped = True
+        return best, self.stopped
+
+    def plateau(self, val_loss, patience):
+        """decay: plateau: whether the learning rate goes down now, after patience // 2 epochs
+        without a val_loss 1e-4 better (as Keras' ReduceLROnPlateau counts)."""
+        if val_loss < self.plateau_best - 1e-4:
+            self.plateau_best, self.plateau_wait = val_loss, 0
+            return False
+        self.plateau_wait += 1
+        if self.plateau_wait < max(1, patience // 2):
+            return False
+        self.plateau_wait = 0
+        return True
+
+    def saved(self, best):
+        """This epoch's checkpoint file becomes the one to resume from (and the best weights', when
+        `best`): the files no longer needed."""
+        stale = {self.model_file, self.best_file}
+        self.model_file = f"epoch{self.epoch}.npy"
+        if best:
+            self.best_file = self.model_file
+        return stale - {self.model_file, self.best_file}
 
 
 class Checkpoint:
@@ -64,11 +104,7 @@ class Checkpoint:
         weights = model.get_weights()  # copies
         optimizer = [keras.ops.convert_to_numpy(v) for v in _training_state(model)]
         self.wait()  # one write at a time, in epoch order
-        stale = {state.model_file, state.best_file}
-        state.model_file = f"epoch{state.epoch}.npy"
-        if best:
-            state.best_file = state.model_file
-        stale -= {state.model_file, state.best_file}
+        stale = state.saved(best)
         snapshot = json.dumps(dataclasses.asdict(state))
         self._writing = threading.Thread(target=self._write, args=(weights, optimizer, snapshot, stale))
         self._writing.start()

@@ -1,8 +1,8 @@
 """Competition data: train and test tables (id, image name, labels) for every layout a spec can
-describe. An image's name is its file's path, or a record's in a container (kit/catalog.py);
-decoding is kit/decode.py's and kit/records.py's."""
+describe (the labels as each layout holds them: kit/layouts.py). An image's name is its file's
+path, or a record's in a container (kit/catalog.py); decoding is kit/decode.py's and
+kit/records.py's."""
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from kit.catalog import catalog, container_files, image_form, locate
 from kit.decode import IMAGE_EXTS
 from kit.demo import generate
 from kit.files import read_csv
-from kit.records import pixel_columns
+from kit.layouts import read_labels, split_long
 
 
 @dataclass
@@ -31,13 +31,12 @@ class Data:
 def load_data(spec):
     root = _root(spec)
     notes = []
-    ids, labels, groups = _train_labels(spec, root, notes)
-    where = root / (spec.train_csv if spec.layout in ("csv", "long") else spec.train_dir
-                    if spec.layout in ("folders", "filename") else container_files(spec, "train")[0])
+    found = read_labels(spec, root, notes)
+    ids = found.ids
     if not len(ids):
-        raise KitError(f"{where}: no training images (or labels) in it")
-    _unique(ids, where)
-    classes, y = _encode(spec, labels, _where(spec, root, ids))
+        raise KitError(f"{found.where}: no training images (or labels) in it")
+    _unique(ids, found.where)
+    classes, y = _encode(spec, found.labels, found.row)
     train_paths, unlabelled = _locate(spec, root, ids, "train")
     train, test = pd.DataFrame({"id": ids, "path": train_paths}), load_test(spec)
     shared = set(train["path"]).intersection(test["path"])
@@ -45,14 +44,13 @@ def load_data(spec):
         raise KitError(f"{len(shared)} images are both train and test images, e.g. {next(iter(shared))}: "
                        f"check "
                        f"train_files and test_files (an .npz: test_record_image)")
-    return Data(classes, train, y, groups, test, unlabelled, notes)
+    return Data(classes, train, y, found.groups, test, unlabelled, notes)
 
 
 def load_classes(spec):
     """The class names in output order, from the labels alone (no image is looked up)."""
-    root = _root(spec)
-    ids, labels, _ = _train_labels(spec, root, [])
-    return _encode(spec, labels, _where(spec, root, ids))[0]
+    found = read_labels(spec, _root(spec), [])
+    return _encode(spec, found.labels, found.row)[0]
 
 
 def _locate(spec, root, ids, side):
@@ -77,14 +75,6 @@ def load_test(spec):
     return pd.DataFrame({"id": test_ids, "path": _locate(spec, root, test_ids, "test")[0]})
 
 
-def _where(spec, root, ids):
-    """Where training row k is, as an editor shows it: the labels CSV's line (its header is line
-    1) and id, or the image file."""
-    if spec.layout == "csv":
-        return lambda k: f"{root / spec.train_csv}, line {k + 2} (id {ids[k]!r})"
-    return lambda k: str(root / spec.train_dir / ids[k])
-
-
 def _root(spec):
     root = spec.data_path
     if not root.is_dir() and spec.source == "synthetic":
@@ -102,126 +92,6 @@ def _unique(ids, where):
     if len(repeated):
         raise KitError(f"{where}: {len(repeated)} ids appear more than once, e.g. {repeated.index[0]!r} "
                        f"({repeated.iloc[0]} times): ids must be unique")
-
-
-def _columns(frame, names, path):
-    for name in names:
-        if name not in frame.columns:
-            raise KitError(f"{path} has no column {name!r} (columns: {', '.join(frame.columns)})")
-
-
-def _train_labels(spec, root, notes):
-    """(ids, labels, groups): labels are one str per image, a list per image (multilabel), or a
-    0/1 DataFrame when the spec names one target column per class (or the labels are long)."""
-    if spec.group_column and spec.layout not in ("csv", "records"):
-        raise KitError("group_column needs layout csv or records (groups come from the labels)")
-    if spec.layout == "long":
-        return _long_labels(spec, root, notes)
-    targets = spec.target_column if isinstance(spec.target_column, list) else [spec.target_column]
-    wanted = [*targets] + ([spec.group_column] if spec.group_column else [])
-    if spec.layout in ("csv", "records"):
-        if spec.layout == "csv":
-            path = root / spec.train_csv
-            frame = _labels_csv(spec, path)
-            _columns(frame, [c for c in [spec.id_column, *wanted] if c != spec.id_column or
-                             spec.image_form == "files"], path)
-            ids = (frame[spec.id_column] if spec.id_column in frame.columns else
-                   pd.Series(range(spec.first_id, spec.first_id + len(frame))).astype(str)).tolist()
-        else:
-            frame = catalog(root, container_files(spec, "train"), spec.image_form, spec, wanted)
-            ids = frame["id"].tolist()
-        groups = frame[spec.group_column].to_numpy() if spec.group_column else None
-        if isinstance(spec.target_column, list):
-            return ids, frame[targets], groups
-        labels = frame[spec.target_column].astype(str).str.strip().tolist()
-        if spec.task == "multilabel":
-            labels = [[t for t in cell.split(spec.label_sep) if t] for cell in labels]
-        return ids, labels, groups
-    folder = root / spec.train_dir
-    if not folder.is_dir():
-        raise KitError(f"no train image folder {folder}")
-    if spec.layout == "folders":
-        if spec.task == "multilabel":
-            raise KitError("layout folders gives one label per image: it cannot hold a multilabel task")
-        files = sorted(_images_below(folder))
-        classes = {f.split("/")[0] for f in files}
-        empty = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in classes)
-        if empty:
-            notes.append(f"{folder}: no images in {', '.join(empty)}: not classes of this data")
-        return files, [f.split("/")[0] for f in files], None
-    files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
-    pattern = re.compile(spec.label_regex)
-    matches = [pattern.search(f) for f in files]
-    unmatched = [f for f, m in zip(files, matches) if not m]
-    if unmatched:
-        raise KitError(f"label_regex {spec.label_regex!r} finds no label in {len(unmatched)} file "
-                       f"names in {folder}, e.g. {unmatched[0]!r}")
-    labels = [m.group(1) for m in matches]
-    if spec.task == "multilabel":
-        labels = [[t for t in label.split(spec.label_sep) if t] for label in labels]
-    return files, labels, None
-
-
-def _images_below(folder):
-    """The images in the subfolders of `folder` (symlinked ones too), as paths relative to it."""
-    for top, _, names in os.walk(folder, followlinks=True):
-        if top != str(folder):
-            inside = Path(top).relative_to(folder)
-            yield from ((inside / n).as_posix() for n in names if Path(n).suffix.lower() in IMAGE_EXTS)
-
-
-def _labels_csv(spec, path):
-    """The labels CSV; a pixel table's pixel columns are left unread (784 cells a row)."""
-    if spec.image_form != "pixels" or not path.is_file():
-        return read_csv(path, "labels CSV")
-    header = pd.read_csv(path, nrows=0).columns.tolist()
-    pixels = set(pixel_columns(spec.pixels, header))
-    return read_csv(path, "labels CSV", usecols=[c for c in header if c not in pixels])
-
-
-def split_long(ids, classes):
-    """(image ids, classes) of long-format ids `<image>_<class>` (RSNA: ID_<image>_<subtype>),
-    or None unless every id ends in a class and every image has one row per class."""
-    by_length = sorted(map(str, classes), key=len, reverse=True)
-    images, names = [], []
-    for i in map(str, ids):
-        c = next((c for c in by_length if i.endswith("_" + c) and len(i) > len(c) + 1), None)
-        if c is None:
-            return None
-        images.append(i[:-len(c) - 1])
-        names.append(c)
-    pairs = pd.DataFrame({"image": images, "class": names})
-    n_images = pairs["image"].nunique()
-    if pairs.duplicated().any() or len(pairs) != n_images * len(classes) or n_images < 2 < len(pairs):
-        return None  # n_images < 2: ids Test_0..Test_11 with classes 0..11 are not one image's rows
-    return images, names
-
-
-def _long_labels(spec, root, notes):
-    """Labels in long format: one row per image and class, `<image>_<class>` and 0/1. Rows
-    repeated as they are (RSNA's stage_2_train.csv has some) are dropped and said."""
-    path = root / spec.train_csv
-    frame = read_csv(path, "labels CSV")
-    _columns(frame, [spec.id_column, spec.target_column], path)
-    repeated = frame.duplicated([spec.id_column, spec.target_column])
-    if repeated.any():
-        notes.append(f"{path}: {int(repeated.sum())} repeated rows dropped, e.g. "
-                     f"{frame[spec.id_column][repeated].iloc[0]!r}")
-        frame = frame[~repeated].reset_index(drop=True)
-    conflicting = frame[spec.id_column][frame[spec.id_column].duplicated()]
-    if len(conflicting):
-        raise KitError(f"{path}: id {conflicting.iloc[0]!r} has rows with different labels")
-    ids = frame[spec.id_column].astype(str)
-    classes = spec.classes or sorted({i.rpartition("_")[2] for i in ids if "_" in i})
-    split = split_long(ids, classes)
-    if split is None:
-        raise KitError(f"{path}: layout long needs ids <image>_<class> with one row per image and class "
-                       f"(classes: {', '.join(map(str, classes[:8]))})")
-    table = pd.DataFrame({"image": split[0], "class": split[1],
-                          "value": frame[spec.target_column].to_numpy()})
-    wide = table.pivot(index="image", columns="class", values="value")
-    wide = wide.loc[pd.unique(table["image"]), [str(c) for c in classes]]
-    return wide.index.tolist(), wide, None
 
 
 def _sorted_labels(labels):

@@ -31,9 +31,22 @@ class Member:
     folds: list
     oof: pd.DataFrame  # indexed by id
     oof_fold: np.ndarray  # the fold of each OOF row
-    test: pd.DataFrame  # indexed by id
+    test: pd.DataFrame  # indexed by id: member_test of its runs
     fold_scores: dict
-    parts: list  # the members whose runs it is made of (several: seeds averaged)
+    runs: list  # (member, fold) of every run its test predictions average (several members: seeds averaged)
+
+    @property
+    def parts(self):
+        """The members whose runs it is made of."""
+        return list(dict.fromkeys(part for part, _ in self.runs))
+
+
+def member_test(parts):
+    """A member's test prediction from its runs' ({part: [each fold's prediction]}): each part's
+    (a seed's) folds averaged, then the parts. The same here (make ensemble) as where a release
+    runs (kit/infer.py), whatever folds each seed finished."""
+    means = [sum(folds) / len(folds) for folds in parts.values()]
+    return sum(means) / len(means)
 
 
 def load_members(spec, data):
@@ -62,9 +75,9 @@ def load_members(spec, data):
             tests.append(test)
         _say_mixed(name, settings)
         if oofs:
-            test = sum(t for t in tests) / len(tests)
             oof_fold = np.concatenate([np.full(len(o), k) for k, o in zip(sorted(scores), oofs)])
-            members.append(Member(name, sorted(scores), pd.concat(oofs), oof_fold, test, scores, [name]))
+            members.append(Member(name, sorted(scores), pd.concat(oofs), oof_fold, member_test({name: tests}),
+                                  scores, [(name, k) for k in sorted(scores)]))
     if not members:
         others = trained_members(spec)
         hint = f"; finished runs of {', '.join(others)} are there: backbones=... names them" if others else ""
@@ -86,8 +99,8 @@ def _say_mixed(name, settings):
 
 
 def _average_seeds(spec, members, y_of):
-    """Members that differ only by seed, as one member: the mean of their predictions, over the
-    folds and images they all have."""
+    """Members that differ only by seed, as one member: the mean of their predictions, OOF over
+    the folds and images they all have, test over every fold each finished."""
     groups = {}
     for m in members:
         groups.setdefault(re.sub(r"-seed\d+", "", m.name), []).append(m)
@@ -103,9 +116,9 @@ def _average_seeds(spec, members, y_of):
         fold = pd.Series(group[0].oof_fold, index=group[0].oof.index)[ids].to_numpy()
         scores = {int(k): spec_score(spec, y_of(ids[fold == k]), probabilities(spec.task, oof[fold == k]))
                   for k in np.unique(fold)}
-        test = sum(m.test for m in group) / len(group)
-        parts = [m.name for m in group]
-        averaged.append(Member(f"{name}-seeds", sorted(scores), oof, fold, test, scores, parts))
+        test = member_test({m.name: [m.test] for m in group})  # m.test: its folds' mean already
+        averaged.append(Member(f"{name}-seeds", sorted(scores), oof, fold, test, scores,
+                               [run for m in group for run in m.runs]))
     return averaged
 
 

@@ -20,7 +20,7 @@ from kit.config import check_fold
 from kit.data import Data, load_data
 from kit.files import locked, read_csv, write_csv
 from kit.members import image_size
-from kit.metrics import as_columns
+from kit.metrics import as_columns, hard_labels
 from kit.runs import folds_file
 
 
@@ -140,11 +140,10 @@ def _with_pseudo(spec, f, log):
     if len(unknown):
         raise KitError(f"{spec.pseudo}: {len(unknown)} pseudo-labelled ids are not test images, e.g. "
                        f"{unknown[0]!r}: make pseudo again")
-    values = table[table.columns[2:]].astype(float).to_numpy()
+    values = table[table.columns[2:]].astype(float).to_numpy()  # 0/1 columns as pseudo.py writes them
     rows = position[table["id"]].to_numpy()
     test_labels = np.zeros((len(f.data.test), *f.data.y.shape[1:]), f.data.y.dtype)  # `rows` are read
-    hard = {"binary": values[:, 0], "multiclass": values.argmax(1), "multilabel": values}[spec.task]
-    test_labels[rows] = hard
+    test_labels[rows] = hard_labels(spec.task, values[:, 0] if spec.task == "binary" else values, 0.5)
     if log:
         log(f"pseudo-labels: {len(rows)} test images join fold {f.index}'s training images ({spec.pseudo})")
     return dataclasses.replace(f, images=Joined(f.images, f.test_images),

@@ -3,9 +3,9 @@ competition's re-run, Kaggle's hidden test set. What a code-competition kernel r
 
 Test ids and images come from the data folder at run time, never from a list saved at build
 time. Each model is built again from the registry and given its released weights
-(kit/portable.py), one in memory at a time; each member's folds are averaged and the members
-combined and post-processed exactly as `make ensemble` does, then checked against the sample
-submission present at run time before the CSV is written, atomically.
+(kit/portable.py), one in memory at a time; the members' predictions become the submission by
+the path `make ensemble` takes (ensemble.member_test, submission.submitted), checked against the
+sample submission present at run time before the CSV is written, atomically.
 """
 import json
 import os
@@ -18,14 +18,14 @@ from kit import KitError
 from kit.augment import Augmenter, serialized
 from kit.cache import test_images
 from kit.data import load_test
-from kit.ensemble import apply
+from kit.ensemble import member_test
 from kit.files import atomic_path, read_csv, write_text
 from kit.metrics import from_columns
 from kit.model import released
 from kit.portable import load_portable
 from kit.predict import predict, views
 from kit.release import load_release
-from kit.submission import FLOAT, frame, problems
+from kit.submission import FLOAT, problems, submitted
 
 
 def infer(folder, out, overrides=None, slug=None, log=print):
@@ -61,14 +61,14 @@ def infer(folder, out, overrides=None, slug=None, log=print):
                                   len(recipe["classes"]), size)
             p = predict(model, images[size], np.arange(len(test)), spec.batch_size, seen, spec.workers)
             del model
-        predictions.setdefault(name, []).append(from_columns(spec.task, p))
+        predictions.setdefault(name, {}).setdefault(run["member"], []).append(from_columns(spec.task, p))
         rate = len(test) * len(seen) / (time.perf_counter() - start)
         left = (len(runs) - k - 1) * len(test) * len(seen) / rate
         log(f"{name} fold {run['fold']}: {rate:.0f} images/s; about {left / 60:.1f} min left "
             f"for {len(runs) - k - 1} more model(s)")
-    members = [sum(folds) / len(folds) for folds in predictions.values()]
-    p = apply(spec.task, recipe["method"], recipe["ensemble"], members)
-    submission = frame(spec, sample, recipe["classes"], test["id"].tolist(), p, recipe["postprocess"])
+    members = [member_test(parts) for parts in predictions.values()]
+    submission = submitted(spec, sample, recipe["classes"], test["id"].tolist(), members, recipe["method"],
+                           recipe["ensemble"], recipe["postprocess"])
     with atomic_path(out) as tmp:
         submission.to_csv(tmp, index=False, float_format=FLOAT)
         found = problems(tmp, sample, spec, recipe["classes"])

@@ -9,54 +9,9 @@ The phase's model shares its layers (and the full model's optimizer) with the fu
 training it trains the full model, and checkpoints and resuming work unchanged. A transformer's
 blocks lie inside its encoder layer: its phases cache the patch embeddings.
 """
-import dataclasses
-import math
-
 import keras
-import numpy as np
 
-from kit.base import set_trainable
-from kit.features import room
 from kit.model import InferenceMode
-from kit.runs import cache_dir
-
-
-def cached(spec, phase, base, augment):
-    """What a phase (its blocks opened in `base`) trains on: "head" (the frozen base's pooled
-    outputs), "prefix" (the outputs below the opened blocks) or None (images, end to end).
-    Cached outputs see augmentation only through cached copies: the prefix cache is on by
-    default only when that is all the phase would see (no augmentation, or feature_copies)."""
-    if spec.mixup or spec.cutmix:  # mixed images: no cached outputs of them
-        return None
-    if phase.trainable == "none":
-        return "head" if spec.feature_cache else None
-    honest = augment.empty or spec.feature_copies > 0
-    wanted = spec.prefix_cache == "on" or spec.prefix_cache == "auto" and honest
-    return "prefix" if wanted and phase.trainable.startswith("top:") and cut(base) is not None else None
-
-
-def uncached_why(spec, phase, base):
-    """Why a top:K phase trains end to end though prefix_cache is on (one clause), or None."""
-    if spec.prefix_cache != "on" or not phase.trainable.startswith("top:"):
-        return None
-    if spec.mixup or spec.cutmix:
-        return "mixup and cutmix mix the images of each step"
-    return f"{phase.trainable} leaves nothing frozen below it" if cut(base) is None else None
-
-
-def check_room(spec, base, blocks, n_images, augment):
-    """Every phase's prefix cache against the disk, before any work: one line if one would not
-    fit, with the size it needs."""
-    for phase in spec.schedule:
-        rounds = ([f"top:{k}" for k in range(1, (phase.max_blocks or len(blocks)) + 1)]
-                  if phase.trainable == "progressive" else [phase.trainable])
-        for trainable in rounds:
-            set_trainable(base, blocks, trainable)
-            if cached(spec, dataclasses.replace(phase, trainable=trainable), base, augment) == "prefix":
-                tensor = cut(base)
-                per_image = math.prod(tensor.shape[1:]) * np.dtype(tensor.dtype).itemsize
-                room(per_image * n_images * (spec.feature_copies + 1), spec.cache_mb, cache_dir(spec))
-    set_trainable(base, blocks, "none")
 
 
 def cut(base):

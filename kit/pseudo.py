@@ -18,7 +18,7 @@ from kit import KitError
 from kit.config import dump
 from kit.data import load_data
 from kit.files import write_csv, write_text
-from kit.metrics import column_names
+from kit.metrics import column_names, hard_labels
 from kit.runs import probabilities, pseudo_file, run_of, test_in_order, variants
 
 
@@ -60,7 +60,9 @@ def _confident(spec, p):
 
 
 def _labels(spec, p):
-    """Hard labels, one 0/1 column per stored class (binary: the positive one)."""
+    """Hard labels, one 0/1 column per stored class (binary: the positive one). A confident
+    decision is on the same side of 0.5 whatever the spec's threshold."""
+    hard = hard_labels(spec.task, p, 0.5)
     if spec.task == "multiclass":
-        return np.eye(p.shape[1], dtype=int)[p.argmax(1)]
-    return (p >= 0.5).astype(int).reshape(len(p), p.shape[1] if p.ndim == 2 else 1)  # no row: still 2-D
+        return np.eye(p.shape[1], dtype=int)[hard]
+    return hard.reshape(len(p), p.shape[1] if p.ndim == 2 else 1)  # no row: still 2-D

@@ -90,7 +90,7 @@ def build_release(spec, method, user, members=""):
             continue
         kept.append(k)
         runs = []
-        for part, fold in ((part, fold) for part in member.parts for fold in member.folds):
+        for part, fold in member.runs:
             run, name = run_of(spec, part, fold), f"{part}-fold{fold}.weights.npz"
             config = yaml.safe_load(run.config.read_text())
             views.add(_views(spec, config))

@@ -9,8 +9,8 @@ Formats (spec key `submission`, `auto` reads them off the sample submission):
                  hard metric)                                        RSNA intracranial hemorrhage
 """
 from kit import KitError
-from kit.data import split_long
 from kit.files import read_csv
+from kit.layouts import split_long
 from kit.metrics import METRICS
 
 

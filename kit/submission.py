@@ -8,12 +8,14 @@ import numpy as np
 import pandas as pd
 
 from kit import KitError
-from kit.data import load_classes, load_data, split_long
-from kit.ensemble import choose, labels_of, load_members
+from kit.data import load_classes, load_data
+from kit.ensemble import apply, choose, labels_of, load_members
 from kit.files import read_csv, write_csv, write_text
+from kit.layouts import split_long
 from kit.metrics import METRICS, class_matrix, hard_labels
 from kit.metrics import postprocess as clipped
 from kit.postprocess import decide, fit
+from kit.runs import probabilities
 from kit.sample import submission_format
 
 FLOAT = "%.8g"  # probabilities as written: 0.88659335, not 0.8865933500000001 (1e-8 is finer than any score)
@@ -58,14 +60,20 @@ def frame(spec, sample, classes, test_ids, p, params=None):
     return out
 
 
-def write(spec, sample, classes, test_ids, p, method, about, params=None, folder="submissions"):
+def submitted(spec, sample, classes, test_ids, tests, method, ensemble, postprocess):
+    """The submission of the members' test predictions `tests` (each its runs' member_test),
+    combined by `method` with its fitted `ensemble` parameters, post-processed with `postprocess`:
+    what make ensemble writes, and what a release writes where it runs (kit/infer.py)."""
+    return frame(spec, sample, classes, test_ids, apply(spec.task, method, ensemble, tests), postprocess)
+
+
+def write(spec, submission, method, about, folder="submissions"):
     """submissions/<slug>-<UTC time>-<method>.csv (atomically), with a .json of what made it."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     path, n = Path(folder) / f"{spec.slug}-{stamp}-{method}.csv", 1
     while path.exists():  # never overwrite a submission
         n += 1
         path = Path(folder) / f"{spec.slug}-{stamp}-{method}-{n}.csv"
-    submission = frame(spec, sample, classes, test_ids, p, params)
     write_csv(path, submission, FLOAT)
     write_text(path.with_suffix(".json"), json.dumps(about, indent=1) + "\n")
     return path
@@ -161,12 +169,15 @@ def ensemble_submission(spec, method="auto"):
     e = chosen.ensemble
     params = fit(spec, e.y, e.oof) if chosen.apply_postprocess else None
     name = e.method + ("+pp" if params else "")
-    runs = [f"{part}/fold{k}" for m in members for part in m.parts for k in m.folds]  # each seed averaged
+    runs = [f"{part}/fold{k}" for m in members for part, k in m.runs]  # each seed averaged
     about = {"competition": spec.slug, "method": name, "metric": spec.metric, "cv": round(chosen.score, 6),
              "cv_without_postprocess": round(chosen.cv, 6), "members": [m.name for m in members],
              "ensemble": e.params, "postprocess": params, "runs": runs, "missing": missing}
     sample = read_csv(spec.data_path / spec.sample_submission, "sample submission")
-    path = write(spec, sample, data.classes, data.test["id"].tolist(), e.test, name, about, params)
+    tests = [probabilities(spec.task, m.test) for m in members]
+    ids = data.test["id"].tolist()
+    submission = submitted(spec, sample, data.classes, ids, tests, e.method, e.params, params)
+    path = write(spec, submission, name, about)
     if method == "auto":
         others = ", ".join(f"{c.ensemble.method}{'+pp' if c.apply_postprocess else ''} {c.score:.5f}"
                            for c in choices if c is not chosen)

@@ -12,7 +12,6 @@ from tensorflow.python.framework import config as tf_config  # disable_op_determ
 
 from kit import KitError
 from kit.augment import Augmenter, serialized
-from kit.base import block_factors, set_trainable
 from kit.callbacks import AverageWeights, Tracker, Validation, history_columns, phase_callbacks
 from kit.checkpoint import Checkpoint, RunState
 from kit.checks import check_backbone
@@ -26,9 +25,10 @@ from kit.inputs import eval_batches, feature_stream, on_device, train_stream
 from kit.members import member_spec
 from kit.metrics import spec_score
 from kit.model import Device, Objective, build_model, compile_model, releasing, setup_device
+from kit.plan import check_room, open_plan, schedule_plans
 from kit.plots import plot_curves
 from kit.predict import write_predictions
-from kit.prefix import cached, check_room, cut, prefix_of, suffix_of, uncached_why
+from kit.prefix import prefix_of, suffix_of
 from kit.provenance import check_trained_on, record_trained_on
 from kit.runs import Run, cache_dir, run_of
 from kit.sample import check_sample
@@ -70,7 +70,8 @@ def _train(spec, member, backbone, fold, run, force, data):
     model, base, device = _build(spec, backbone, entry, f, run.log)
     t = Trainer(spec, f, model, base, entry.blocks, device, Augmenter(serialized(spec.augment)), checkpoint,
                 state, run.log)
-    check_room(spec, base, entry.blocks, len(f.train_idx), t.augment)
+    plans = schedule_plans(spec, base, entry.blocks, t.augment)  # each phase resolved once, before any work
+    check_room(spec, plans, len(f.train_idx))
     if spec.workers > cores():
         run.log(f"workers {spec.workers}: this machine has {cores()} cores, {cores()} threads used")
     on = [f"{k} {getattr(spec, k)}" for k in OPTIONS if getattr(spec, k) != OPTION_DEFAULTS[k]]
@@ -82,9 +83,9 @@ def _train(spec, member, backbone, fold, run, force, data):
     if state.epoch:
         where = f", round top:{state.round}" if state.round else ""
         run.log(f"resuming after epoch {state.epoch} (phase {spec.schedule[state.phase].name}{where})")
-    for index, phase in enumerate(spec.schedule):
+    for index, rounds in enumerate(plans):
         if index >= state.phase:
-            t.train_phase(index, phase)
+            t.train_phase(index, rounds)
     _export(model, run)
     plot_curves(pd.DataFrame(state.rows), run.curves, f"{spec.slug} / {member} / fold {fold}")
     score = write_predictions(spec, model, f, t.batch, t.augment, run)
@@ -113,47 +114,43 @@ class Trainer:
     def batch(self):
         return self.spec.batch_size * self.device.strategy.num_replicas_in_sync
 
-    def train_phase(self, index, phase):
-        """One phase of the schedule; a progressive one opens one more block per round (top:1,
-        top:2, ...), each at `round_lr` times the previous round's rate, until a round does not
-        beat the best val_loss before it: the model has begun to overfit, and the best weights
-        so far are kept."""
-        s = self.state
-        if phase.trainable != "progressive":
+    def train_phase(self, index, rounds):
+        """One phase of the schedule, as planned (kit/plan.py); a progressive one opens one more
+        block per round (top:1, top:2, ...), each at `round_lr` times the previous round's rate,
+        until a round does not beat the best val_loss before it: the model has begun to overfit,
+        and the best weights so far are kept."""
+        s, name = self.state, self.spec.schedule[index].name
+        if not rounds[0].round:
             if index > s.phase:
                 s.start_phase(index)
-            return self._fit(phase)
+            return self._fit(rounds[0])
         if index > s.phase or not s.round:
             s.start_phase(index, round=1)
-        last = min(phase.max_blocks or len(self.blocks), len(self.blocks))
         while True:
             k = s.round
-            self._fit(dataclasses.replace(phase, name=f"{phase.name}-top{k}", trainable=f"top:{k}",
-                                          lr=phase.lr * phase.round_lr ** (k - 1)))
+            self._fit(rounds[k - 1])
             if not s.best < s.round_best:
-                self.log(f"phase {phase.name}: top:{k} did not beat val_loss {s.round_best:.5f}: no more "
+                self.log(f"phase {name}: top:{k} did not beat val_loss {s.round_best:.5f}: no more "
                          f"blocks opened (the best weights are kept)")
                 return
-            if k == last:
-                self.log(f"phase {phase.name}: all {last} blocks it may open are open")
+            if k == len(rounds):
+                self.log(f"phase {name}: all {k} blocks it may open are open")
                 return
             s.start_phase(index, round=k + 1)
 
-    def _fit(self, phase):
-        """Open the base as the phase says, recompile, train until val_loss stops improving or
-        the epochs are done; then go back to the best weights of the schedule so far (a
-        fine-tuning phase that never beats the head leaves the head's weights)."""
-        s = self.state
-        set_trainable(self.base, self.blocks, phase.trainable)
-        mode = cached(self.spec, phase, self.base, self.augment)
-        tensor = cut(self.base) if mode == "prefix" else None  # where the frozen prefix ends
-        trainer, pooled = self._compile(phase, mode, tensor)
+    def _fit(self, plan):
+        """Open the base as planned, recompile, train until val_loss stops improving or the
+        epochs are done; then go back to the best weights of the schedule so far (a fine-tuning
+        phase that never beats the head leaves the head's weights)."""
+        s, phase, mode = self.state, plan.phase, plan.source
+        open_plan(self.base, self.blocks, plan)
+        trainer, pooled = self._compile(plan)
         if s.model_file:  # resumed in the middle of this phase
             self.checkpoint.restore(self.model, s)
         if not s.phase_done(phase):
             epochs = (s.epoch, s.phase_start + phase.epochs)
-            if why := mode is None and uncached_why(self.spec, phase, self.base):
-                self.log(f"prefix_cache on: phase {phase.name} trains end to end ({why})")
+            if plan.why:
+                self.log(f"prefix_cache on: phase {phase.name} trains end to end ({plan.why})")
             opened = sum(int(np.prod(v.shape)) for v in self.base.trainable_weights) / 1e6
             how = {None: "", "head": ", head on cached features",
                    "prefix": f", on the frozen prefix's cached outputs "
@@ -163,7 +160,7 @@ class Trainer:
                      f"{f' (x{phase.lr_mult:g} per block down)' if phase.lr_mult != 1 else ''}, up to "
                      f"{epochs[1] - epochs[0]} epochs"
                      f"{f' (of {phase.epochs}: resumed)' if epochs[0] > s.phase_start else ''}")
-            train, steps, validation = self._inputs(epochs, mode, pooled, tensor)  # logs the cache size
+            train, steps, validation = self._inputs(epochs, plan, pooled)  # logs the cache size
             columns = history_columns(self.spec.task, self.spec.metric)
             average = [AverageWeights()] if self.spec.ema else []  # first: the others see the average
             callbacks = [*average, validation, Tracker(s, phase, self.checkpoint, self.model, columns),
@@ -175,19 +172,18 @@ class Trainer:
         if best is not None:
             self.model.set_weights(best)
 
-    def _compile(self, phase, mode, tensor):
+    def _compile(self, plan):
         """(what fits, its pooled features when validation needs them): the model recompiled
         (keras sees the new trainable set), or the part of it that trains on cached outputs,
         sharing the model's layers and optimizer."""
-        jit, spec = self.device.jit_compile, self.spec
-        objective = self._objective(block_factors(self.base, self.blocks, phase.trainable, phase.lr_mult))
+        jit, spec, objective = self.device.jit_compile, self.spec, self._objective(plan.factors)
         with self.device.strategy.scope():
-            compile_model(self.model, spec.task, phase.lr, jit, objective=objective)
-            if mode is None:
+            compile_model(self.model, spec.task, plan.phase.lr, jit, objective=objective)
+            if plan.source is None:
                 return self.model, None
-            trained, pooled = (head_of(self.model), None) if mode == "head" else \
-                suffix_of(self.model, self.base, tensor)
-            compile_model(trained, spec.task, phase.lr, jit, optimizer=self.model.optimizer,
+            trained, pooled = (head_of(self.model), None) if plan.source == "head" else \
+                suffix_of(self.model, self.base, plan.cut)
+            compile_model(trained, spec.task, plan.phase.lr, jit, optimizer=self.model.optimizer,
                           objective=objective)
             return trained, pooled
 
@@ -201,9 +197,9 @@ class Trainer:
             return None
         return balanced_weights(self.fold.y[self.fold.train_idx], len(self.fold.data.classes))
 
-    def _inputs(self, epochs, mode, pooled, tensor):
+    def _inputs(self, epochs, plan, pooled):
         """(training stream, steps per epoch, validation callback) for `epochs` of a phase."""
-        spec, f, batch = self.spec, self.fold, self.batch
+        spec, f, batch, mode = self.spec, self.fold, self.batch, plan.source
         y_train, y_val, stream = f.y[f.train_idx], f.data.y[f.val_idx], (spec.limit_batches, spec.workers)
         if self._objective().one_hot(spec.task):
             y_train = np.eye(len(f.data.classes), dtype=np.float32)[y_train.astype(int)]
@@ -214,7 +210,7 @@ class Trainer:
         else:
             self.features = None  # the base trains: its outputs change
         if mode == "prefix":  # computed anew each phase: the cut moves with the opened blocks
-            prefix = prefix_of(self.model, self.base, tensor)
+            prefix = prefix_of(self.model, self.base, plan.cut)
             need = cache_bytes(prefix, len(f.train_idx), spec.feature_copies + 1)
             self.log(f"frozen prefix: {need / 2**20:.0f} MiB of outputs for {len(f.train_idx)} images x "
                      f"{spec.feature_copies + 1} view(s)")

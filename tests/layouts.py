@@ -72,6 +72,42 @@ def _hex_ids(rng, n, width, first="abcdef"):
     return [rng.choice(list(first)) + f"{v:0{width - 1}x}" for v in tails]
 
 
+def _test_pngs(rng, root, n_test, sample_columns):
+    """test/<id>.png and a sample submission whose first column names them (their order shuffled)."""
+    (root / "test").mkdir(parents=True)
+    ids, test = _hex_ids(rng, n_test, 6), {}
+    for i, k in zip(ids, _classes(rng, n_test)):
+        test[i] = _colour(rng, k, 10, 12)
+        Image.fromarray(test[i]).save(root / "test" / f"{i}.png")
+    pd.DataFrame({"id": ids, **sample_columns}).to_csv(root / "sample_submission.csv", index=False)
+    return test
+
+
+def class_folders(root: Path, n_train: int = 24, n_test: int = 10, seed: int = 0) -> Expected:
+    """One folder per class (train/<class>/<name>.png, an Intel Image Classification-style download);
+    an image's id is its path below train/."""
+    rng, root = np.random.default_rng(seed), Path(root)
+    train = {}
+    for n, k in enumerate(_classes(rng, n_train)):
+        name, image = f"{['forest', 'glacier', 'sea'][k]}/{n:04d}.png", _colour(rng, k, 10, 12)
+        (root / "train" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / "train" / name)
+        train[name] = (name.split("/")[0], image)
+    return Expected(train, _test_pngs(rng, root, n_test, {"label": "sea"}))
+
+
+def label_in_filename(root: Path, n_train: int = 24, n_test: int = 10, seed: int = 0) -> Expected:
+    """dogs-vs-cats: train/<label>.<n>.png, the label read off the name; an image's id is its file name."""
+    rng, root = np.random.default_rng(seed), Path(root)
+    (root / "train").mkdir(parents=True)
+    train = {}
+    for n, k in enumerate(_classes(rng, n_train)):
+        name, image = f"{['cat', 'dog', 'fox'][k]}.{n}.png", _colour(rng, k, 10, 12)
+        Image.fromarray(image).save(root / "train" / name)
+        train[name] = (name.split(".")[0], image)
+    return Expected(train, _test_pngs(rng, root, n_test, {"label": "cat"}))
+
+
 def digit_recognizer(root: Path, n_train: int = 24, n_test: int = 10, seed: int = 0) -> Expected:
     """digit-recognizer: train.csv (label, pixel0..), test.csv (pixels only; ImageId is the 1-based row)."""
     rng, root = np.random.default_rng(seed), Path(root)

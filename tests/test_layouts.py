@@ -19,6 +19,7 @@ from kit import KitError
 from kit.cache import competition_images, load_images
 from kit.config import load_spec
 from kit.data import load_data
+from kit.layouts import LAYOUTS
 from kit.records import reader
 from kit.submission import check, ensemble_submission
 from kit.train import run_fold
@@ -49,7 +50,17 @@ SPECS = {
     "rsna_long_format": dict(task="multilabel", metric="log_loss", layout="long", train_csv="stage_2_train.csv",
                              id_column="ID", target_column="Label",
                              sample_submission="stage_2_sample_submission.csv"),
+    "class_folders": dict(layout="folders"),
+    "label_in_filename": dict(layout="filename"),
 }
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_layout_has_an_example_competition_that_it_reads(layout):
+    """The layout registry (kit/layouts.py), entry by entry: each is read, exactly, by the test
+    below on an example competition of its own in tests/layouts.py."""
+    examples = [name for name, keys in SPECS.items() if keys.get("layout", "csv") == layout]
+    assert examples, f"layout {layout!r} (kit/layouts.py) has no example competition in tests/layouts.py and SPECS"
 
 
 def _competition(tmp_path, name, **keys):
@@ -287,7 +298,7 @@ def test_long_labels_with_repeated_rows_are_read_once_and_conflicting_ones_named
 
 
 def test_a_sample_whose_ids_end_in_class_names_is_not_taken_for_a_long_one():
-    from kit.data import split_long
+    from kit.layouts import split_long
     assert split_long([f"Test_{k}" for k in range(12)], [str(k) for k in range(12)]) is None
     assert split_long(["a_x", "a_y", "b_x", "b_y"], ["x", "y"]) == (["a", "a", "b", "b"], ["x", "y", "x", "y"])
 

@@ -1,4 +1,5 @@
 """Fine-tuning on the frozen prefix's cached outputs trains what end to end trains."""
+import dataclasses
 import shutil
 
 import keras
@@ -47,18 +48,24 @@ def test_the_cut_is_below_the_opened_blocks_and_prefix_then_suffix_is_the_model(
     assert cut(base) is None  # everything trains: nothing to cache
 
 
-def test_prefix_cache_on_says_why_a_top_k_phase_trains_end_to_end(tiny):
+def _plan(spec, base, trainable, augment=()):
+    """The plan of a schedule of one phase opening `trainable` (kit/plan.py)."""
+    from kit.augment import Augmenter, serialized
     from kit.config import Phase
-    from kit.prefix import uncached_why
+    from kit.plan import schedule_plans
+    spec = dataclasses.replace(spec, schedule=[Phase("f", trainable)])
+    [[plan]] = schedule_plans(spec, base, BACKBONES["vgg16"].blocks, Augmenter(serialized(list(augment))))
+    return plan
 
+
+def test_prefix_cache_on_says_why_a_top_k_phase_trains_end_to_end(tiny):
     model, base = build_model("vgg16", "multiclass", 3, 32, None, 0.0)
-    spec, top1, top5 = tiny(prefix_cache="on"), Phase("f", "top:1"), Phase("f", "top:5")
-    set_trainable(base, BACKBONES["vgg16"].blocks, "top:1")
-    assert uncached_why(spec, top1, base) is None  # it is cached
-    assert uncached_why(tiny(prefix_cache="on", mixup=0.2), top1, base) == "mixup and cutmix mix the images of each step"
-    assert uncached_why(tiny(prefix_cache="auto", mixup=0.2), top1, base) is None  # not asked for: nothing to say
-    set_trainable(base, BACKBONES["vgg16"].blocks, "top:5")
-    assert uncached_why(spec, top5, base) == "top:5 leaves nothing frozen below it"
+    spec = tiny(prefix_cache="on")
+    assert _plan(spec, base, "top:1").why is None and _plan(spec, base, "top:1").source == "prefix"  # it is cached
+    assert _plan(tiny(prefix_cache="on", mixup=0.2), base, "top:1").why == "mixup and cutmix mix the images of each step"
+    assert _plan(tiny(prefix_cache="auto", mixup=0.2), base, "top:1").why is None  # not asked for: nothing to say
+    assert _plan(spec, base, "top:5").why == "top:5 leaves nothing frozen below it"
+    assert _plan(spec, base, "all").why is None and _plan(spec, base, "none").source == "head"
 
 
 @pytest.mark.slow
@@ -95,16 +102,14 @@ def test_a_prefix_cache_that_would_not_fit_on_disk_is_one_line_before_any_work(t
 
 
 def test_the_prefix_cache_is_on_by_default_only_where_it_is_honest(tiny):
-    from kit.augment import Augmenter, serialized
-    from kit.config import Phase
-    from kit.prefix import cached
     model, base = build_model("vgg16", "binary", 2, 32, None, 0.0)
+    flips = [{"HorizontalFlip": {}}]
+    assert _plan(tiny(), base, "top:1", flips).source is None  # augmented each epoch: end to end
+    assert _plan(tiny(feature_copies=2), base, "top:1", flips).source == "prefix"  # through cached copies
+    assert _plan(tiny(), base, "top:1").source == "prefix"
+    assert _plan(tiny(prefix_cache="on"), base, "top:1", flips).source == "prefix"
+    assert _plan(tiny(augment=[], mixup=0.2), base, "top:1").source is None  # mixed images
+    assert _plan(tiny(prefix_cache="off"), base, "top:1").source is None
+    plan = _plan(tiny(), base, "top:1")
     set_trainable(base, BACKBONES["vgg16"].blocks, "top:1")
-    phase = Phase("finetune", "top:1")
-    flips, plain = Augmenter(serialized([{"HorizontalFlip": {}}])), Augmenter(serialized([]))
-    assert cached(tiny(), phase, base, flips) is None  # augmented each epoch: end to end
-    assert cached(tiny(feature_copies=2), phase, base, flips) == "prefix"  # through cached copies
-    assert cached(tiny(), phase, base, plain) == "prefix"
-    assert cached(tiny(prefix_cache="on"), phase, base, flips) == "prefix"
-    assert cached(tiny(augment=[], mixup=0.2), phase, base, plain) is None  # mixed images
-    assert cached(tiny(prefix_cache="off"), phase, base, plain) is None
+    assert plan.cut is cut(base) and plan.factors == {}  # the cut, found once when planned

@@ -390,3 +390,31 @@ def test_the_demos_inference_kernel_generates_the_demo_data_it_is_not_attached_t
     got = pd.read_csv(root / "working" / "submission.csv", dtype={"id": str})
     want = pd.read_csv(spec.data_path / "sample_submission.csv", dtype={"id": str})
     assert got["id"].tolist() == want["id"].tolist() and list(got.columns) == list(want.columns)
+
+
+@pytest.mark.slow
+def test_a_release_predicts_what_make_ensemble_submits_when_seeds_finished_other_folds(tiny, tmp_path, monkeypatch):
+    """One path from the members' predictions to the submitted frame: averaged seeds, one of which
+    finished fewer folds, give the same submission locally (make ensemble) and where the release
+    runs (make infer, the inference kernel): each seed's folds averaged, then the seeds."""
+    from kit.infer import infer
+    from kit.submission import ensemble_submission
+    from kit.train import run_fold
+
+    spec = tiny(backbones=["vgg16"], seeds=[0, 1], average_seeds=True, metric="log_loss",
+                schedule=[{"name": "head", "trainable": "none", "epochs": 1, "lr": 1e-2, "patience": 0}])
+    runs = [("vgg16-seed0", 0), ("vgg16-seed0", 1), ("vgg16-seed1", 0)]
+    for member, fold in runs:
+        run_fold(spec, member, fold)
+    monkeypatch.chdir(tmp_path)  # submissions/ of the local ensemble
+    path = ensemble_submission(spec, "mean")
+    local = pd.read_csv(path, dtype={"id": str})
+    assert json.loads(path.with_suffix(".json").read_text())["runs"] == [f"{m}/fold{k}" for m, k in runs]
+    release = build_release(spec, "mean", "tester")
+    assert [(r["member"], r["fold"]) for r in load_release(release).recipe["members"][0]["runs"]] == runs
+    out = infer(release, tmp_path / "released.csv", {"data_dir": str(spec.data_path),
+                                                     "runs_dir": str(spec.runs_path.parent)})
+    got = pd.read_csv(out, dtype={"id": str})
+    np.testing.assert_allclose(got[["a", "b"]], local[["a", "b"]], atol=1e-6)
+    tests = [pd.read_csv(run_of(spec, m, k).test)[["a", "b"]].to_numpy() for m, k in runs]
+    assert not np.allclose(sum(tests) / 3, local[["a", "b"]], atol=1e-6)  # the runs' plain mean is another

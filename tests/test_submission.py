@@ -76,7 +76,7 @@ def test_ids_that_do_not_match_the_test_images_are_an_error(tmp_path):
 def test_written_submissions_are_named_by_time_and_method_and_never_overwritten(tmp_path):
     spec = _spec(tmp_path)
     sample = _sample(["t1", "t2"], a=0.5, b=0.5)
-    args = (spec, sample, ["a", "b"], ["t1", "t2"], np.array([[0.2, 0.8], [0.6, 0.4]]), "mean", {"cv": 0.5})
+    args = (spec, frame(spec, sample, ["a", "b"], ["t1", "t2"], np.array([[0.2, 0.8], [0.6, 0.4]])), "mean", {"cv": 0.5})
     first, second = write(*args, folder=tmp_path / "subs"), write(*args, folder=tmp_path / "subs")
     assert first != second and first.name.startswith("tiny-") and first.name.endswith("-mean.csv")
     assert first.read_text() == "id,a,b\nt1,0,1\nt2,1,0\n"  # accuracy scores decisions: one-hot
@@ -155,6 +155,6 @@ def test_probabilities_are_written_to_8_significant_digits_and_still_validate(tm
     sample = pd.read_csv(tmp_path / "data" / "sample_submission.csv", dtype=str)
     p = np.full((8, 2), 0.5)
     p[:, 0], p[:, 1] = 0.8865933500000001, 1 - 0.8865933500000001
-    path = write(spec, sample, ["a", "b"], sample["id"].tolist(), p, "mean", {}, folder=tmp_path / "subs")
+    path = write(spec, frame(spec, sample, ["a", "b"], sample["id"].tolist(), p), "mean", {}, folder=tmp_path / "subs")
     assert path.read_text().splitlines()[1] == "te000,0.88659335,0.11340665"
     check(path, spec)
