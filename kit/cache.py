@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from kit import KitError
+from kit.containers import SEP, Reader, reader
 from kit.decode import VERSION as DECODER_VERSION
 from kit.decode import BadImage
 from kit.env import worker_count
 from kit.files import atomic_path, locked, write_text
-from kit.records import SEP, Reader, reader
 from kit.runs import cache_dir
 
 

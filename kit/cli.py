@@ -13,7 +13,7 @@ from pathlib import Path
 from kit import KitError
 from kit.backbones import BACKBONES, COMPARED
 from kit.checks import check_backbone
-from kit.kaggle_commands import (
+from kit.kaggle.commands import (
     cmd_collect,
     cmd_download,
     cmd_inference_kernel,
@@ -164,8 +164,8 @@ def cmd_infer(options):
     folder, out, named = options.pop("release", ""), options.pop("out", ""), options.pop("competition", "")
     spec = spec_of({"competition": named})
     start_tensorflow()
-    from kit.infer import infer
-    from kit.release import find_release, release_dir
+    from kit.kaggle.infer import infer
+    from kit.kaggle.release import find_release, release_dir
 
     if named and not in_kernel():  # the release's spec finds its data where the named spec has it
         options.setdefault("data_dir", str(spec.data_path))
@@ -193,7 +193,7 @@ def cmd_bench(options):
         for name in chosen:
             check_backbone(name)
     start_tensorflow()
-    from kit.bench import run
+    from kit.bench.bench import run
 
     run(quick, chosen)
 
@@ -215,7 +215,7 @@ def cmd_backbones(options):
     if options:
         raise KitError(f"backbones takes no options, not {', '.join(options)}")
     start_tensorflow()
-    from kit.base import describe
+    from kit.pretrained import describe
 
     print(f"{'backbone':20s} {'size':>8s} {'min':>5s} {'top:K':>6s} {'params':>9s}  pretrained weights from")
     for name in BACKBONES:  # built one by one without weights: a minute for all of them on a CPU
@@ -245,7 +245,7 @@ def main(argv=None):
 
 
 def run_bundle(home, args, spec, runtime, folds=None, augment=None, pseudo=None):
-    """A kernel bundle's entry (kit/bundle.py): what the kernel needs beyond Kaggle's image
+    """A kernel bundle's entry (kit/kaggle/bundle.py): what the kernel needs beyond Kaggle's image
     installed and the versions checked, the bundled folds put in place, then the command `args`
     on the bundled spec. `spec`, `runtime`, `folds`, `augment`, `pseudo`: files in `home`."""
     home = Path(home)

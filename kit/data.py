@@ -1,7 +1,7 @@
 """Competition data: train and test tables (id, image name, labels) for every layout a spec can
 describe (the labels as each layout holds them: kit/layouts.py). An image's name is its file's
-path, or a record's in a container (kit/catalog.py); decoding is kit/decode.py's and
-kit/records.py's."""
+path, or a record's in a container (kit/container_index.py); decoding is kit/decode.py's and
+kit/containers.py's."""
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from kit import KitError
-from kit.catalog import catalog, container_files, image_form, locate
+from kit.container_index import catalog, container_files, image_form, locate
 from kit.decode import IMAGE_EXTS
 from kit.demo import generate
 from kit.files import read_csv

@@ -44,7 +44,7 @@ class Member:
 def member_test(parts):
     """A member's test prediction from its runs' ({part: [each fold's prediction]}): each part's
     (a seed's) folds averaged, then the parts. The same here (make ensemble) as where a release
-    runs (kit/infer.py), whatever folds each seed finished."""
+    runs (kit/kaggle/infer.py), whatever folds each seed finished."""
     means = [sum(folds) / len(folds) for folds in parts.values()]
     return sum(means) / len(means)
 
@@ -170,7 +170,7 @@ def _fit(spec, method, predictions, y):
 
 def apply(task, method, params, predictions):
     """The members' predictions combined with fitted `params`: the same for the OOF, for the local
-    test set and for a hidden one (kit/infer.py)."""
+    test set and for a hidden one (kit/kaggle/infer.py)."""
     if method == "stack":
         return stack.apply(task, params["stacker"], predictions)
     if method == "rank":

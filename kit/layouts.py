@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from kit import KitError
-from kit.catalog import catalog, container_files
+from kit.container_index import catalog, container_files
+from kit.containers import pixel_columns
 from kit.decode import IMAGE_EXTS
 from kit.files import read_csv
-from kit.records import pixel_columns
 
 
 @dataclass

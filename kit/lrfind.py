@@ -16,7 +16,6 @@ import pandas as pd
 
 from kit import KitError
 from kit.augment import Augmenter, serialized
-from kit.base import block_factors, load_model, set_trainable
 from kit.checks import check_backbone
 from kit.env import resolve_weights
 from kit.files import write_csv
@@ -25,6 +24,7 @@ from kit.inputs import train_stream
 from kit.members import member_spec
 from kit.model import Objective, build_model, compile_model, released
 from kit.plots import plot_lr_find
+from kit.pretrained import block_factors, load_model, set_trainable
 from kit.runs import run_of
 
 

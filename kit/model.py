@@ -13,7 +13,7 @@ import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops  # the gradient registry is not public
 
 from kit.backbones import BACKBONES
-from kit.base import build_base
+from kit.pretrained import build_base
 
 
 @keras.saving.register_keras_serializable(package="kit")

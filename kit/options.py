@@ -1,5 +1,5 @@
 """Command-line options: `key=value` pairs, typed, and the competition spec the other keys
-override; shared by every command (kit/cli.py, kit/kaggle_commands.py)."""
+override; shared by every command (kit/cli.py, kit/kaggle/commands.py)."""
 import atexit
 import json
 import os

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kit.base import block_factors, set_trainable
 from kit.config import Phase
 from kit.features import room
 from kit.prefix import cut
+from kit.pretrained import block_factors, set_trainable
 from kit.runs import cache_dir
 
 

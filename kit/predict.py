@@ -4,13 +4,13 @@ import numpy as np
 
 from kit import KitError
 from kit.augment import TTA_EPOCH, Augmenter, augmented_views, serialized
-from kit.base import load_model
 from kit.config import check_fold
 from kit.folds import load_fold
 from kit.inputs import eval_batches
 from kit.members import member_spec
 from kit.metrics import from_columns, spec_score
 from kit.model import releasing  # importing kit.model registers the kit's layers, for loading
+from kit.pretrained import load_model
 from kit.runs import run_of
 
 

@@ -4,7 +4,7 @@ ensemble, kernels and collect read it; any subset of finished runs can be ensemb
     runs/<slug>/
         folds.csv                the fold of every training image, made once (kit/folds.py)
         cache/                   decoded images kept on disk, shared by every run at one size
-        kernels/                 push-ready kernel bundles (kit/bundle.py)
+        kernels/                 push-ready kernel bundles (kit/kaggle/bundle.py)
         cv.csv, report.md, report/    the CV table and its figures (kit/report.py)
         <member>/fold<k>/        one run of a member: a backbone, or one of its variants
                                  (<backbone>-seed<N>, -<N>px, -pseudo; kit/runs.Variant)

@@ -1,7 +1,7 @@
 """The level-2 model of `method: stack`: a logistic regression (scikit-learn) on the members'
 out-of-fold predictions, as log-odds (binary, and each class of a multilabel task on its own)
 or log-probabilities (multiclass). Fitted by sklearn, applied here from its coefficients, so a
-release (kit/infer.py) predicts exactly as the local ensemble without pickles."""
+release (kit/kaggle/infer.py) predicts exactly as the local ensemble without pickles."""
 import warnings
 
 import numpy as np

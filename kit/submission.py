@@ -1,4 +1,4 @@
-"""Submission CSVs shaped exactly like the competition's sample submission (its format: kit/sample.py),
+"""Submission CSVs shaped exactly like the competition's sample submission (its format: kit/sample_format.py),
 their validation, and the ensemble's submission (the command behind `make ensemble`)."""
 import datetime
 import json
@@ -16,7 +16,7 @@ from kit.metrics import METRICS, class_matrix, hard_labels
 from kit.metrics import postprocess as clipped
 from kit.postprocess import decide, fit
 from kit.runs import probabilities
-from kit.sample import submission_format
+from kit.sample_format import submission_format
 
 FLOAT = "%.8g"  # probabilities as written: 0.88659335, not 0.8865933500000001 (1e-8 is finer than any score)
 
@@ -63,7 +63,7 @@ def frame(spec, sample, classes, test_ids, p, params=None):
 def submitted(spec, sample, classes, test_ids, tests, method, ensemble, postprocess):
     """The submission of the members' test predictions `tests` (each its runs' member_test),
     combined by `method` with its fitted `ensemble` parameters, post-processed with `postprocess`:
-    what make ensemble writes, and what a release writes where it runs (kit/infer.py)."""
+    what make ensemble writes, and what a release writes where it runs (kit/kaggle/infer.py)."""
     return frame(spec, sample, classes, test_ids, apply(spec.task, method, ensemble, tests), postprocess)
 
 

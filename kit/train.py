@@ -31,7 +31,7 @@ from kit.predict import write_predictions
 from kit.prefix import prefix_of, suffix_of
 from kit.provenance import check_trained_on, record_trained_on
 from kit.runs import Run, cache_dir, run_of
-from kit.sample import check_sample
+from kit.sample_format import check_sample
 
 
 @releasing

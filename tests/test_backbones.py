@@ -12,8 +12,8 @@ from packaging.version import Version
 
 from kit import KitError
 from kit.backbones import BACKBONES
-from kit.base import build_base, set_trainable, trainable_layers
 from kit.model import Preprocess, build_model, compile_model
+from kit.pretrained import build_base, set_trainable, trainable_layers
 from kit.runtime import version
 
 FAMILY_FIRSTS = {"vgg16", "resnet50", "xception", "efficientnetb0", "efficientnetv2b0", "convnext_tiny",
@@ -167,8 +167,8 @@ def test_a_keras_hub_backbone_loads_from_a_local_preset_folder(name, tmp_path):
 def test_a_keras_hub_backbone_trains_a_fold_from_its_preset_and_its_model_predicts_again(tiny, tmp_path):
     """The same schedule as any backbone (head, then top:1): the size rounded to its patches,
     tokens pooled, the saved model reloaded (keras-hub's classes) for the same test predictions."""
-    from kit.base import load_model
     from kit.decode import read_rgb
+    from kit.pretrained import load_model
     from kit.train import run_fold
 
     build_base("dinov2_small", 28, None).save_to_preset(str(tmp_path / "preset"))

@@ -47,7 +47,7 @@ def test_the_disk_cache_is_reused_and_remade_when_an_image_changes(photos, tmp_p
 
     def no_decoding(*args):
         raise AssertionError("decoded again")
-    monkeypatch.setattr(kit.records, "read_rgb", no_decoding)
+    monkeypatch.setattr(kit.containers, "read_rgb", no_decoding)
     images, bad = load_images(photos, 16, "disk", folder=tmp_path / "cache")
     assert list(bad) == [photos[5]] and images[0].shape == (16, 16, 3)
     monkeypatch.undo()

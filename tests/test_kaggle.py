@@ -5,7 +5,7 @@ import zipfile
 import pytest
 
 from kit import KitError
-from kit.kaggle_client import download, submit
+from kit.kaggle.client import download, submit
 
 
 def test_submit_sends_the_file_through_the_three_step_upload(kaggle_server, tmp_path):

@@ -14,10 +14,10 @@ import pytest
 
 from kit import KitError
 from kit.backbones import BACKBONES
-from kit.bundle import build_bundle
 from kit.config import load_spec
 from kit.env import resolve_weights
-from kit.kaggle_client import kaggle_user
+from kit.kaggle.bundle import build_bundle
+from kit.kaggle.client import kaggle_user
 from kit.runs import run_of
 from tests.helpers import ROOT, kernel_env, spec_file, write_competition
 
@@ -154,7 +154,7 @@ def test_bundle_metadata_is_push_ready_and_carries_no_credentials(tmp_path, monk
         "competition_sources": ["tiny"], "kernel_sources": [], "model_sources": []}
     text = "".join(p.read_text() for p in folder.iterdir())
     assert KEY not in text and "tester/" in text
-    assert "'kit/train.py'" in text and "'kit/bench.py'" not in text  # only what a kernel runs
+    assert "'kit/train.py'" in text and "'kit/bench/bench.py'" not in text  # only what a kernel runs
     with pytest.raises(KitError, match="weights: .* is a local file a kernel cannot see"):
         build_bundle(load_spec(str(spec_file(tmp_path, weights=str(folder / "kernel.py")))), "vgg16", 0, "tester")
 
@@ -198,7 +198,7 @@ def _finished_run(folder, ids, test_ids):
 def test_fan_out_push_status_and_collect_through_the_real_client(kaggle_server, tmp_path, capsys):
     write_competition(tmp_path / "data")
     spec = load_spec(str(spec_file(tmp_path, backbones=["vgg16"])))
-    from kit.remote import collect, push_all, status
+    from kit.kaggle.remote import collect, push_all, status
     push_all(spec, "tester")
     saves = [body for method, body, _ in kaggle_server.calls if method == "SaveKernel"]
     assert [b["slug"] for b in saves] == ["tester/tiny-vgg16-fold0", "tester/tiny-vgg16-fold1"]
@@ -241,7 +241,7 @@ def test_a_refused_push_is_one_clear_line(kaggle_server, tmp_path):
     write_competition(tmp_path / "data")
     spec = load_spec(str(spec_file(tmp_path)))
     kaggle_server.replies["SaveKernel"] = (200, {"ref": "", "url": "", "error": "Notebook title is taken"}, {})
-    from kit.remote import push
+    from kit.kaggle.remote import push
     with pytest.raises(KitError, match="Kaggle refused the kernel push of .*: Notebook title is taken"):
         push(spec, "vgg16", 0, "tester")
     kaggle_server.replies["SaveKernel"] = (200, {"ref": "r", "url": "u", "invalidDatasetSources": ["x/y"]}, {})
@@ -256,9 +256,9 @@ def test_a_kernel_trains_top2_on_the_cached_prefix_on_kaggles_image_and_its_run_
     stand-in /kaggle: Xception's top:2 on the frozen prefix's cached outputs, to a complete run
     folder; make collect brings it here (the stand-in server serves the kernel's output), its model
     loads and predicts here, and make ensemble takes it with a fold trained here."""
-    from kit.base import load_model
     from kit.decode import read_rgb
-    from kit.remote import collect
+    from kit.kaggle.remote import collect
+    from kit.pretrained import load_model
     from kit.submission import ensemble_submission
     from kit.train import run_fold
 

@@ -18,9 +18,9 @@ from PIL import Image
 from kit import KitError
 from kit.cache import competition_images, load_images
 from kit.config import load_spec
+from kit.containers import reader
 from kit.data import load_data
 from kit.layouts import LAYOUTS
-from kit.records import reader
 from kit.submission import check, ensemble_submission
 from kit.train import run_fold
 from tests import layouts

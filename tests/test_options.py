@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from kit.backbones import BACKBONES
-from kit.base import block_factors, set_trainable
 from kit.callbacks import AverageWeights
 from kit.model import Objective, build_model, compile_model, training_loss
+from kit.pretrained import block_factors, set_trainable
 from kit.train import run_fold
 
 P = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], np.float32)

@@ -10,10 +10,10 @@ import pytest
 import kit.features
 from kit import KitError
 from kit.backbones import BACKBONES
-from kit.base import set_trainable
 from kit.env import cores
 from kit.model import build_model
 from kit.prefix import cut, prefix_of, suffix_of
+from kit.pretrained import set_trainable
 from kit.train import run_fold
 from tests.test_backbones import registry
 

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from kit import KitError
-from kit.bundle import build_inference_bundle
 from kit.ensemble import combine, labels_of, load_members
-from kit.release import MANIFEST, build_release, find_release, load_release
+from kit.kaggle.bundle import build_inference_bundle
+from kit.kaggle.release import MANIFEST, build_release, find_release, load_release
 from kit.runs import run_of
 from tests.helpers import image, kernel_env
 
@@ -166,7 +166,7 @@ def test_a_kernel_finds_the_release_wherever_the_dataset_is_mounted(fake_runs, t
 
 def test_at_run_time_a_bad_test_image_or_another_sample_is_one_line_and_keeps_the_last_submission(
         fake_runs, tmp_path):
-    from kit.infer import infer
+    from kit.kaggle.infer import infer
 
     spec, _, write = fake_runs
     write("vgg16", 0, 0.1)
@@ -221,7 +221,7 @@ def test_the_inference_kernel_is_offline_and_carries_what_inference_imports(fake
     assert meta["enable_internet"] is False and meta["dataset_sources"] == ["tester/tiny-models"]
     assert meta["competition_sources"] == ["tiny"] and meta["id"] == "alice/tiny-inference"
     text = (folder / "kernel.py").read_text()
-    assert "'kit/infer.py'" in text and "'kit/train.py'" not in text and "'kit/bench.py'" not in text
+    assert "'kit/kaggle/infer.py'" in text and "'kit/train.py'" not in text and "'kit/bench/bench.py'" not in text
 
 
 def _datasets(kaggle_server):
@@ -239,7 +239,7 @@ def _datasets(kaggle_server):
 
 
 def test_publish_creates_the_dataset_then_a_version_only_when_the_release_changed(fake_runs, kaggle_server):
-    from kit.remote import publish
+    from kit.kaggle.remote import publish
 
     spec, _, write = fake_runs
     for fold in (0, 1):
@@ -266,7 +266,7 @@ def test_publish_creates_the_dataset_then_a_version_only_when_the_release_change
 
 
 def test_submit_code_pushes_waits_for_complete_and_submits_that_version(fake_runs, kaggle_server, capsys):
-    from kit.remote import publish, submit_code
+    from kit.kaggle.remote import publish, submit_code
     from kit.runs import run_of
 
     spec, _, write = fake_runs
@@ -313,7 +313,7 @@ def test_the_inference_kernel_on_a_hidden_test_set_writes_what_the_local_kit_wou
     more rows, another order), the release attached as a dataset; by the Python of Kaggle's image
     (older keras, TensorFlow, pandas...: models trained with a newer keras predict there)."""
     python = kaggle_python
-    from kit.bundle import build_inference_bundle
+    from kit.kaggle.bundle import build_inference_bundle
     from kit.predict import predict_fold
     from kit.submission import ensemble_submission, problems
     from kit.train import run_fold
@@ -369,8 +369,8 @@ def test_the_inference_kernel_on_a_hidden_test_set_writes_what_the_local_kit_wou
 def test_the_demos_inference_kernel_generates_the_demo_data_it_is_not_attached_to(tmp_path):
     """The README's code-competition walk-through on the demo: the demo is no Kaggle dataset, so
     its inference kernel makes the data as its training kernel does, then predicts it."""
-    from kit.bundle import build_inference_bundle
     from kit.config import load_spec
+    from kit.kaggle.bundle import build_inference_bundle
     from kit.train import run_fold
 
     spec = load_spec("demo", {"runs_dir": str(tmp_path / "runs"), "data_dir": str(tmp_path / "data"),
@@ -397,7 +397,7 @@ def test_a_release_predicts_what_make_ensemble_submits_when_seeds_finished_other
     """One path from the members' predictions to the submitted frame: averaged seeds, one of which
     finished fewer folds, give the same submission locally (make ensemble) and where the release
     runs (make infer, the inference kernel): each seed's folds averaged, then the seeds."""
-    from kit.infer import infer
+    from kit.kaggle.infer import infer
     from kit.submission import ensemble_submission
     from kit.train import run_fold
 

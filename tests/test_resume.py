@@ -16,9 +16,9 @@ import yaml
 
 from kit import KitError
 from kit.backbones import BACKBONES
-from kit.base import set_trainable
 from kit.checkpoint import Checkpoint, RunState
 from kit.model import build_model, compile_model
+from kit.pretrained import set_trainable
 from tests.helpers import ROOT, spec_file, write_competition
 
 SCHEDULE = [{"name": "head", "trainable": "none", "epochs": 4, "lr": 1e-3, "patience": 0},

@@ -21,7 +21,7 @@ from packaging.version import Version
 import kit.runtime
 from kit import KitError
 from kit.backbones import BACKBONES
-from kit.bundle import kernel_modules
+from kit.kaggle.bundle import kernel_modules, module_file
 from kit.runtime import DICOM, IMAGE, WHEELS, Need, check_versions, kernel_needs, pins, provide, version
 from tests.helpers import ROOT
 
@@ -33,8 +33,7 @@ NEVER_IN_A_KERNEL = {"iterstrat": ("iterative-stratification", "multilabel folds
 
 def _imports(module):
     """(eager, lazy): the top-level names of what `module` imports outside and inside functions."""
-    name = "__init__" if module == "kit" else module.removeprefix("kit.")
-    tree = ast.parse((ROOT / "kit" / f"{name}.py").read_text())
+    tree = ast.parse(module_file(module).read_text())
     lazy = {id(node) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.Lambda))
             for node in ast.walk(f)}
     found = ({}, {})
@@ -48,7 +47,7 @@ def _imports(module):
     return found
 
 
-@pytest.mark.parametrize("command", ["kit.train", "kit.infer"])
+@pytest.mark.parametrize("command", ["kit.train", "kit.kaggle.infer"])
 def test_a_kernel_imports_only_what_kaggles_image_has(command):
     """Each module the bundle carries, read: what it imports is pinned in kit/kaggle-image.txt."""
     image, of = pins(IMAGE), importlib.metadata.packages_distributions()
@@ -200,7 +199,7 @@ def test_a_kernel_says_what_it_runs_on_and_refuses_an_older_environment_in_one_l
 
 
 def test_make_wheels_fills_the_dataset_folder_and_publish_wheels_sends_it(fake_wheels, tiny, kaggle_server):
-    from kit.remote import build_wheels, publish_wheels
+    from kit.kaggle.remote import build_wheels, publish_wheels
     spec = tiny()
     with pytest.raises(KitError, match="no wheels at .*kit-wheels: make wheels first"):
         publish_wheels(spec)
@@ -239,8 +238,8 @@ def test_a_dicom_kernel_installs_its_decoders_from_the_wheels_dataset_on_kaggles
     """JPEG Lossless DICOM files, which Kaggle's image cannot decode: make kernel attaches the
     wheels dataset; the kernel, without it, stops at its start in one line; with it, installs the
     decoders offline and trains on every image."""
-    from kit.bundle import build_bundle
     from kit.config import load_spec
+    from kit.kaggle.bundle import build_bundle
     from tests import layouts
     from tests.helpers import kernel_env, spec_file
 
@@ -301,7 +300,7 @@ def test_swin_runs_on_kaggles_image_with_keras_hub_from_the_wheels_dataset(tmp_p
 def test_a_keras_hub_class_this_keras_hub_lacks_is_one_line(monkeypatch):
     """Swin on Kaggle's image (keras-hub 0.26), outside a kernel that installs a newer one."""
     keras_hub = pytest.importorskip("keras_hub")
-    from kit.base import build_base
+    from kit.pretrained import build_base
     monkeypatch.delattr(keras_hub.models, "SwinTransformerBackbone", raising=False)
     with pytest.raises(KitError, match=r"swin_tiny: keras_hub.models.SwinTransformerBackbone is new in keras-hub "
                                        r"0\.29\.1; this Python has .*: pip install 'keras-hub>=0\.29\.1'"):

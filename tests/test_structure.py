@@ -2,10 +2,11 @@
 import re
 from pathlib import Path
 
-from kit.bundle import kernel_modules, kit_imports
+from kit.kaggle.bundle import kernel_modules, kit_imports
 
-MODULES = sorted(f"kit.{p.stem}" for p in (Path(__file__).parent.parent / "kit").glob("*.py")
-                 if p.stem != "__init__")
+KIT = Path(__file__).parent.parent / "kit"
+MODULES = sorted(".".join(("kit", *p.relative_to(KIT).with_suffix("").parts)).removesuffix(".__init__")
+                 for p in KIT.rglob("*.py") if p != KIT / "__init__.py")
 
 
 def cycle():
@@ -44,12 +45,12 @@ def test_no_module_imports_itself_back_through_others():
 def test_a_training_kernel_carries_what_training_imports_and_no_more():
     carried = kernel_modules("kit.train")
     assert {"kit", "kit.cli", "kit.train", "kit.model", "kit.predict", "kit.env"} <= set(carried)
-    assert not {"kit.bench", "kit.bundle", "kit.remote", "kit.kaggle_client", "kit.report"} & set(carried)
+    assert not {"kit.bench.bench", "kit.kaggle.bundle", "kit.kaggle.remote", "kit.kaggle.client", "kit.report"} & set(carried)
 
 
 def test_architecture_md_lists_every_module_on_a_floor_above_what_it_imports():
     text = (Path(__file__).parent.parent / "ARCHITECTURE.md").read_text()
-    floors = ["kit" if name == "__init__" else f"kit.{name}" for name in re.findall(r"^\| `(\w+)` \|", text, re.M)]
+    floors = ["kit" if name == "__init__" else f"kit.{name}" for name in re.findall(r"^\| `([\w.]+)` \|", text, re.M)]
     assert sorted(floors) == sorted(["kit", *MODULES])  # every module, once
     for k, module in enumerate(floors):
         above = set(floors[k + 1:])

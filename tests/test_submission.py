@@ -6,7 +6,7 @@ import pytest
 
 from kit import KitError
 from kit.config import load_spec
-from kit.sample import submission_format
+from kit.sample_format import submission_format
 from kit.submission import check, frame, problems, write
 from tests.helpers import spec_file, write_competition
 

@@ -41,7 +41,7 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from kit import timings
+from kit.bench import timings
 from kit.files import write_csv, write_text
 
 ROOT = Path("runs/bench")
@@ -142,7 +142,7 @@ def bench_scaling(base, scales=(1, 4, 16), times=3):
 def _fresh(times, n, backbones=("vgg16",), rounds=1):
     """scale_run `times` times, each in a fresh process: the fastest, the largest peaks."""
     args = (n, str(ROOT / "scaling"), backbones, rounds)
-    code = f"from kit.bench import scale_run; scale_run(*{args!r})"
+    code = f"from kit.bench.bench import scale_run; scale_run(*{args!r})"
     runs = []
     for _ in range(times):
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -1,5 +1,5 @@
 """What the image containers of a competition hold: one row per record with its id, its image's
-name (`<container>::<record>`, read by kit/records.py) and the fields asked for (a label kept in
+name (`<container>::<record>`, read by kit/containers.py) and the fields asked for (a label kept in
 the records: a TFRecord feature, an .npz array, a pixel table's column).
 
 Containers are found by globs relative to the data folder and taken in natural order
@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from kit import KitError
+from kit.containers import FORMS, MISSING, SEP, example_fields, pixel_columns, tfrecord_spans
 from kit.decode import BadImage
-from kit.records import FORMS, MISSING, SEP, example_fields, pixel_columns, tfrecord_spans
 
 
 def containers(root, patterns, form):

@@ -15,11 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from kit import KitError, kaggle_client
-from kit.bundle import WHEELS_DATASET, build_bundle, build_inference_bundle, bundles, kernel_id
+from kit import KitError
 from kit.files import replace_folder, write_text
+from kit.kaggle import client
+from kit.kaggle.bundle import WHEELS_DATASET, build_bundle, build_inference_bundle, bundles, kernel_id
+from kit.kaggle.release import load_release, release_dir
 from kit.members import check_members
-from kit.release import load_release, release_dir
 from kit.runs import run_of, variants
 from kit.runtime import IMAGE_PYTHON, MANIFEST, WHEELS, pins
 
@@ -29,7 +30,7 @@ PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x8
 
 def push(spec, backbone, fold, user):
     folder = build_bundle(spec, backbone, fold, user)
-    url, version = kaggle_client.push(folder)
+    url, version = client.push(folder)
     print(f"pushed {kernel_id(folder)} (version {version}): {url}")
 
 
@@ -55,7 +56,7 @@ def publish(spec, message=""):
     recipe = release.recipe
     models = sum(len(m["runs"]) for m in recipe["members"])
     notes = message or f"{recipe['method']} of {models} models, CV {recipe['metric']} {recipe['cv']}"
-    done = kaggle_client.publish(release.folder, release.dataset, notes)
+    done = client.publish(release.folder, release.dataset, notes)
     write_text(spec.runs_path / "published.json", json.dumps(sent) + "\n")
     print(f"{release.dataset}: {done} ({notes}); its inference kernel: make inference-kernel")
 
@@ -80,11 +81,11 @@ def submit_code(spec, user, message, version=0, timeout=540, poll=60):
     folder = build_inference_bundle(spec, user)
     kernel = kernel_id(folder)
     if not version:
-        url, version = kaggle_client.push(folder)
+        url, version = client.push(folder)
         print(f"pushed {kernel} (version {version}): {url}", flush=True)
         _wait(kernel, timeout, poll)
     try:
-        answer, ref = kaggle_client.submit_code(spec.slug, kernel, version, message or f"{kernel} v{version}")
+        answer, ref = client.submit_code(spec.slug, kernel, version, message or f"{kernel} v{version}")
     except KitError as e:
         raise KitError(f"{e} (a kernel pushed a moment ago may not be accepted yet: submit the same "
                        f"version again with make submit-code version={version})") from None
@@ -95,7 +96,7 @@ def _wait(kernel, timeout, poll):
     """Poll the kernel's run until it ends; COMPLETE, or one error with its log's tail."""
     deadline, last = time.monotonic() + timeout * 60, None
     while True:
-        state, failure = kaggle_client.kernel_status(kernel)
+        state, failure = client.kernel_status(kernel)
         if state != last:
             print(f"{kernel}: {state}", flush=True)
             last = state
@@ -112,7 +113,7 @@ def _wait(kernel, timeout, poll):
 
 def status(spec):
     for backbone, fold, kernel in bundles(spec):
-        state, failure = kaggle_client.kernel_status(kernel)
+        state, failure = client.kernel_status(kernel)
         print(f"{backbone}/fold{fold}  {kernel}  {state}{'  ' + failure if failure else ''}")
 
 
@@ -120,7 +121,7 @@ def collect(spec, force=False):
     """Download finished kernels' run folders; a kernel that ended in error shows its log's tail."""
     errors = []
     for backbone, fold, kernel in bundles(spec):
-        state, failure = kaggle_client.kernel_status(kernel)
+        state, failure = client.kernel_status(kernel)
         run = run_of(spec, backbone, fold)
         if state == "ERROR":
             reason = f": {failure}" if failure else ""
@@ -146,7 +147,7 @@ def _fetch(spec, member, fold, kernel, out):
 def _replace(spec, backbone, fold, kernel, out):
     spec.runs_path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=spec.runs_path, prefix=".collect-") as tmp:
-        kaggle_client.kernel_output(kernel, tmp)
+        client.kernel_output(kernel, tmp)
         got = run_of(spec, backbone, fold, root=Path(tmp) / "runs" / spec.slug)  # /kaggle/working/runs/...
         if not got.finished():
             raise KitError(f"{kernel} is COMPLETE but its output has no {got.test.relative_to(tmp)}")
@@ -162,7 +163,7 @@ def _replace(spec, backbone, fold, kernel, out):
 def _log_tail(kernel, lines=15):
     """The last lines a kernel printed (Kaggle keeps its log as JSON records of stream output)."""
     with tempfile.TemporaryDirectory() as tmp:
-        kaggle_client.kernel_output(kernel, tmp, pattern="^$")  # no files, just the log
+        client.kernel_output(kernel, tmp, pattern="^$")  # no files, just the log
         logs = list(Path(tmp).glob("*.log"))
         text = logs[0].read_text() if logs else ""
     try:
@@ -214,5 +215,5 @@ def publish_wheels(spec):
         raise KitError(f"no wheels at {folder}: make wheels first")
     dataset = json.loads((folder / "dataset-metadata.json").read_text())["id"]
     packages = json.loads((folder / MANIFEST).read_text())["packages"]
-    done = kaggle_client.publish(folder, dataset, ", ".join(f"{p} {v}" for p, v in packages.items()))
+    done = client.publish(folder, dataset, ", ".join(f"{p} {v}" for p, v in packages.items()))
     print(f"{dataset}: {done}; kernels that need it attach it (make kernel, make inference-kernel)")

@@ -1,5 +1,5 @@
 """`make release`: a trained ensemble as one flat folder, ready to be a Kaggle dataset that an
-offline inference kernel reads (kit/infer.py).
+offline inference kernel reads (kit/kaggle/infer.py).
 
     runs/<slug>/release/
         <member>-fold<k>.weights.npz  the weights of every run's model (kit/portable.py: any
@@ -28,7 +28,6 @@ import yaml
 
 from kit import KitError
 from kit.augment import serialized
-from kit.base import load_model
 from kit.checks import check_backbone
 from kit.config import Spec, dump, load_spec
 from kit.data import load_data
@@ -39,8 +38,9 @@ from kit.metrics import spec_score
 from kit.model import released
 from kit.portable import save_portable
 from kit.postprocess import fit
+from kit.pretrained import load_model
 from kit.runs import probabilities, run_of, variant
-from kit.sample import submission_format
+from kit.sample_format import submission_format
 
 MANIFEST = "kit-release.json"  # also how a kernel recognises a release among its inputs
 METADATA = "dataset-metadata.json"

@@ -1,4 +1,4 @@
-"""A release (kit/release.py) predicting the test images that are there when it runs: on a code
+"""A release (kit/kaggle/release.py) predicting the test images that are there when it runs: on a code
 competition's re-run, Kaggle's hidden test set. What a code-competition kernel runs.
 
 Test ids and images come from the data folder at run time, never from a list saved at build
@@ -20,11 +20,11 @@ from kit.cache import test_images
 from kit.data import load_test
 from kit.ensemble import member_test
 from kit.files import atomic_path, read_csv, write_text
+from kit.kaggle.release import load_release
 from kit.metrics import from_columns
 from kit.model import released
 from kit.portable import load_portable
 from kit.predict import predict, views
-from kit.release import load_release
 from kit.submission import FLOAT, problems, submitted
 
 

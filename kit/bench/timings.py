@@ -1,4 +1,4 @@
-"""What `make bench` times (kit/bench.py runs them, prints the table and keeps bench.csv): the
+"""What `make bench` times (kit/bench/bench.py runs them, prints the table and keeps bench.csv): the
 input pipeline against plain pools, a training epoch against raw fit, the cached head and prefix
 phases against end to end, the training options, TTA and frozen bases' forward passes. Times are
 the best of several runs (as timeit does): a shared machine only ever adds time.
@@ -94,8 +94,8 @@ def _best(run, times):
 
 def _model(size, trainable, objective=None, lr_mult=1.0, mix=None):
     from kit.backbones import BACKBONES
-    from kit.base import block_factors, set_trainable
     from kit.model import build_model, compile_model
+    from kit.pretrained import block_factors, set_trainable
 
     model, base = build_model("resnet50", "binary", 2, size, None, 0.3, mix)
     set_trainable(base, BACKBONES["resnet50"].blocks, trainable)
@@ -201,12 +201,12 @@ def bench_prefix(fold, batch, epochs, backbone):
     cached outputs, extraction (of the training and validation images) counted. Each phase is
     its fastest epoch after an untimed first (tracing) times `epochs`."""
     from kit.backbones import BACKBONES
-    from kit.base import set_trainable
     from kit.config import Spec
     from kit.features import fold_features
     from kit.inputs import feature_stream, train_stream
     from kit.model import build_model, compile_model
     from kit.prefix import cut, prefix_of, suffix_of
+    from kit.pretrained import set_trainable
 
     train, y = fold.train_idx, fold.y[fold.train_idx]
     model, base = build_model(backbone, "binary", 2, fold.size, None, 0.3)
@@ -250,8 +250,8 @@ def bench_backbones(names, size, batch, batches):
     the weights) at one input side (or the nearest its patches or windows take), the best of a few
     batches after a warm-up one."""
     from kit.backbones import BACKBONES
-    from kit.base import build_base
     from kit.model import released
+    from kit.pretrained import build_base
 
     rates = []
     for name in names:

@@ -17,33 +17,37 @@ from kit.config import check_fold, dump
 from kit.data import load_data
 from kit.files import write_text
 from kit.folds import load_folds
+from kit.kaggle.release import load_release, release_dir
 from kit.members import member_spec
-from kit.release import load_release, release_dir
 from kit.runs import folds_file, kernels_dir
 from kit.runtime import IMAGE, WHEELS, kernel_needs, plan
 
-KIT = Path(__file__).resolve().parent
-COMMAND_LINE = ("kit.cli", "kit.kaggle_commands")  # their commands import lazily, when they run
+ROOT = Path(__file__).resolve().parent.parent.parent  # holds kit/
+COMMAND_LINE = ("kit.cli", "kit.kaggle.commands")  # their commands import lazily, when they run
 METADATA = "kernel-metadata.json"  # beside kernel.py, as `kaggle kernels push` reads them
 WHEELS_DATASET = "kit-wheels"  # <user>/kit-wheels: what kernels need beyond Kaggle's image (make wheels)
 
 
+def module_file(module):
+    """kit/train.py for "kit.train", kit/kaggle/__init__.py for "kit.kaggle", or None."""
+    for path in (ROOT / f"{module.replace('.', '/')}.py", ROOT / module.replace(".", "/") / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
 def kit_imports(module, inside_functions=True):
-    """The kit modules that `module` (e.g. "kit.train") imports, by reading its source."""
-    tree = ast.parse(_file(module).read_text())
-    found = set()
+    """The kit modules that `module` (e.g. "kit.train") imports, by reading its source; a
+    module in a package imports its package too."""
+    tree = ast.parse(module_file(module).read_text())
+    found = {module.rpartition(".")[0]} - {""}
     for node in ast.walk(tree) if inside_functions else tree.body:
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] == "kit"}
         elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "kit":
-            found.add(node.module)
-            if node.module == "kit":  # `from kit import kaggle_client` names a module
-                found |= {f"kit.{a.name}" for a in node.names if (KIT / f"{a.name}.py").is_file()}
+            found.add(node.module)  # `from kit.kaggle import client` names a module
+            found |= {f"{node.module}.{a.name}" for a in node.names if module_file(f"{node.module}.{a.name}")}
     return found
-
-
-def _file(module):
-    return KIT / "__init__.py" if module == "kit" else KIT / f"{module.removeprefix('kit.')}.py"
 
 
 def kernel_modules(command):
@@ -118,8 +122,9 @@ def build_inference_bundle(spec, user):
     metadata = {"enable_internet": False,  # the client's default is on; a code competition's re-run is off
                 "dataset_sources": [release.dataset, *spec.kernel_datasets]}
     runtime = _runtime(release.spec.backbones, load_data(spec), user)
-    return _write(portable, kernels_dir(spec) / "inference", f"{spec.slug[:40]} inference", "kit.infer",
-                  ["infer"], {}, {}, user, metadata, runtime)
+    title = f"{spec.slug[:40]} inference"
+    return _write(portable, kernels_dir(spec) / "inference", title, "kit.kaggle.infer", ["infer"], {}, {},
+                  user, metadata, runtime)
 
 
 def _runtime(backbones, data, user):
@@ -137,9 +142,10 @@ def _write(spec, folder, title, command, args, files, where, user, metadata, run
     """kernel.py (the modules `command` needs, the spec, `files`, what it needs beyond Kaggle's
     image) and kernel-metadata.json in `folder`, ready for `kaggle kernels push`. `where`: what
     run_bundle finds in `files`."""
-    files = {**{f"kit/{_file(m).name}": _file(m).read_text() for m in kernel_modules(command)}, **files}
+    carried = [module_file(m) for m in kernel_modules(command)]
+    files = {**{p.relative_to(ROOT).as_posix(): p.read_text() for p in carried}, **files}
     for name in (IMAGE, WHEELS):  # the versions the kernel holds itself to, the wheels it may install
-        files[f"kit/{name}"] = (KIT / name).read_text()
+        files[f"kit/{name}"] = (ROOT / "kit" / name).read_text()
     files["runtime.json"] = json.dumps(runtime, indent=1) + "\n"
     if runtime["needs"]:
         metadata = {**metadata, "dataset_sources": [*metadata["dataset_sources"], runtime["wheels"]]}
