@@ -23,8 +23,9 @@ from kit.folds import load_fold
 from kit.inputs import train_stream
 from kit.members import member_spec
 from kit.model import Objective, build_model, compile_model, released
+from kit.plan import open_plan, phase_plans
 from kit.plots import plot_lr_find
-from kit.pretrained import block_factors, load_model, set_trainable
+from kit.pretrained import load_model
 from kit.runs import run_of
 
 
@@ -69,7 +70,6 @@ def lr_find(spec, member, phase_name, steps=200, low=1e-7, high=1.0):
         raise KitError(f"lr-find: no phase {phase_name!r} in the schedule (phases: {', '.join(names)})")
     index = names.index(phase_name)
     phase = spec.schedule[index]
-    trainable = "top:1" if phase.trainable == "progressive" else phase.trainable  # its first round
     entry = check_backbone(backbone)
     with released():
         f = load_fold(spec, backbone, 0, member=member)
@@ -81,16 +81,18 @@ def lr_find(spec, member, phase_name, steps=200, low=1e-7, high=1.0):
         if index and trained.is_file():
             model.set_weights(load_model(trained).get_weights())
             start = f"{trained}"
-        set_trainable(base, entry.blocks, trainable)
-        objective = Objective(spec.loss, spec.label_smoothing, 0.0, spec.accumulate,
-                              block_factors(base, entry.blocks, trainable, phase.lr_mult))
+        augment = Augmenter(serialized(spec.augment))
+        plan = phase_plans(spec, phase, base, entry.blocks, augment)[0]  # progressive: its first round
+        open_plan(base, entry.blocks, plan)
+        trainable = plan.phase.trainable
+        objective = Objective(spec.loss, spec.label_smoothing, 0.0, spec.accumulate, plan.factors)
         compile_model(model, spec.task, low, False, objective=objective)
         y = f.y[f.train_idx]
         if objective.one_hot(spec.task):
             y = np.eye(len(f.data.classes), dtype=np.float32)[y.astype(int)]
         per_epoch = math.ceil(len(f.train_idx) / spec.batch_size)
         epochs = math.ceil(steps / per_epoch)
-        stream, _ = train_stream(f.images, f.train_idx, y, Augmenter(serialized(spec.augment)), spec.seed,
+        stream, _ = train_stream(f.images, f.train_idx, y, augment, spec.seed,
                                  (0, epochs), spec.batch_size)
         sweep = Sweep(low, high, steps)
         model.fit(stream, steps_per_epoch=per_epoch, epochs=epochs, callbacks=[sweep], shuffle=False,

@@ -85,7 +85,7 @@ class Mixing(keras.Model):
 
 
 def build_model(backbone, task, n_classes, size, weights, dropout, mix=None):
-    """(model, base). The base starts frozen; `base.set_trainable` opens it phase by phase.
+    """(model, base). The base starts frozen; `pretrained.set_trainable` opens it as each phase's plan says.
     `mix`: ("mixup" | "cutmix", alpha, seed) mixes the training batches (Mixing)."""
     entry = BACKBONES[backbone]
     inputs = keras.Input((size, size, 3), name="image")

@@ -30,19 +30,21 @@ class Plan:
 
 
 def schedule_plans(spec, base, blocks, augment):
-    """[the plans of each phase of the spec's schedule]: one per phase, one per progressive round;
-    the base is left frozen."""
-    plans = []
-    for phase in spec.schedule:
-        if phase.trainable != "progressive":
-            plans.append([_plan(spec, phase, 0, base, blocks, augment)])
-            continue
-        last = min(phase.max_blocks or len(blocks), len(blocks))
-        rounds = [dataclasses.replace(phase, name=f"{phase.name}-top{k}", trainable=f"top:{k}",
-                                      lr=phase.lr * phase.round_lr ** (k - 1)) for k in range(1, last + 1)]
-        plans.append([_plan(spec, p, k, base, blocks, augment) for k, p in enumerate(rounds, 1)])
+    """[the plans of each phase of the spec's schedule]; the base is left frozen."""
+    plans = [phase_plans(spec, phase, base, blocks, augment) for phase in spec.schedule]
     set_trainable(base, blocks, "none")
     return plans
+
+
+def phase_plans(spec, phase, base, blocks, augment):
+    """[a phase's plan], or a progressive phase's plans, one per round: top:1, top:2, ... each
+    at `round_lr` times the rate of the round before."""
+    if phase.trainable != "progressive":
+        return [_plan(spec, phase, 0, base, blocks, augment)]
+    last = min(phase.max_blocks or len(blocks), len(blocks))
+    rounds = [dataclasses.replace(phase, name=f"{phase.name}-top{k}", trainable=f"top:{k}",
+                                  lr=phase.lr * phase.round_lr ** (k - 1)) for k in range(1, last + 1)]
+    return [_plan(spec, p, k, base, blocks, augment) for k, p in enumerate(rounds, 1)]
 
 
 def _plan(spec, phase, round, base, blocks, augment):
