@@ -42,7 +42,7 @@ $(KAGGLE_VENV)/.installed: kit/kaggle-image.txt
 $(KAGGLE_VENV)/kit-wheels/kit-wheels.json: kit/kaggle-wheels.txt $(VENV)/.installed $(KAGGLE_VENV)/.installed
 	$(PY) -m kit wheels user=kit-tests runs_dir=$(KAGGLE_VENV)
 
-.PHONY: train demo all predict cv ensemble validate download submit kernel push kernels status collect \
+.PHONY: train demo all predict cv ensemble validate download init submit kernel push kernels status collect \
 	release publish inference-kernel submit-code infer wheels publish-wheels pseudo bench backbones lr-find folds \
 	spec test test-fast test-kaggle lint install help
 
@@ -123,6 +123,9 @@ backbones: $(VENV)/.installed ## the registered backbones: sizes, top:K blocks, 
 
 folds: $(VENV)/.installed ## make runs/<slug>/folds.csv
 	$(PY) -m kit folds $(ARGS)
+
+init: $(VENV)/.installed ## competitions/<slug>.yaml from data/<slug>/ (after make download): make init competition=<slug> [metric=...] [force=1]
+	$(PY) -m kit init $(ARGS)
 
 spec: $(VENV)/.installed ## print the resolved spec with overrides applied
 	$(PY) -m kit spec $(ARGS)

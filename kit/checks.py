@@ -34,6 +34,9 @@ CHOICES = {
 
 def validate(spec):
     """Checks that need more than a type: choices, ranges, names that must exist."""
+    if spec.metric == "":  # make init could not tell it
+        raise KitError(f"metric: not set: give {spec.slug}'s (one of {', '.join(METRICS)}) in its spec or as "
+                       f"metric=")
     for key, allowed in CHOICES.items():
         values = [getattr(p, key) for p in spec.schedule] if key == "decay" else [getattr(spec, key)]
         for value in values:

@@ -42,6 +42,7 @@ commands:
   validate  check a CSV against the sample submission   file=submissions/....csv
   pseudo    pseudo-labels of confident test images, and the round-2 spec   pseudo_threshold=0.95
   download  the competition's data into data/<slug>/ (official kaggle client)   force=0
+  init      competitions/<slug>.yaml from data/<slug>/, each key with what chose it   metric= force=0
   submit    validate, then submit with the official kaggle client
             file=<default: the newest for the competition> message=... dry_run=0
   kernel    a push-ready kernel folder under runs/<slug>/kernels/   fold=0 backbone=... user=
@@ -148,6 +149,17 @@ def cmd_folds(options):
           f"of {', '.join(str(n) for n in sizes)}")
 
 
+def cmd_init(options):
+    from kit.init import init
+
+    slug = options.pop("competition", None)
+    if not slug:
+        raise KitError("init needs competition=<slug> (its data in data/<slug>/: make download first)")
+    force = flag(options, "force")
+    path = init(slug, options, force)
+    print(f"wrote {path}: read it, then make all competition={slug}")
+
+
 def cmd_spec(options):
     from kit.config import dump
 
@@ -230,7 +242,7 @@ COMMANDS = {"train": cmd_train, "predict": cmd_predict, "all": cmd_all, "cv": cm
             "inference-kernel": cmd_inference_kernel, "submit-code": cmd_submit_code, "infer": cmd_infer,
             "wheels": cmd_wheels, "publish-wheels": cmd_publish_wheels,
             "pseudo": cmd_pseudo, "bench": cmd_bench, "backbones": cmd_backbones, "lr-find": cmd_lr_find,
-            "folds": cmd_folds, "spec": cmd_spec}
+            "folds": cmd_folds, "spec": cmd_spec, "init": cmd_init}
 
 
 def main(argv=None):

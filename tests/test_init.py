@@ -1,0 +1,139 @@
+"""make init: a spec written from the data folder alone reads the data as a hand-written spec does,
+and takes a competition from its download to a valid submission."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from kit import KitError
+from kit.cli import main
+from kit.config import load_spec
+from kit.data import load_data
+from kit.init import init
+from kit.submission import check
+from kit.survey import GUESSERS
+from tests import layouts
+from tests.helpers import spec_file, write_competition
+from tests.test_layouts import SPECS
+
+READ = ["class_folders", "label_in_filename", "digit_recognizer", "fer_pixels_cell", "dicom", "rsna_long_format"]
+CONTAINERS = ["bengali_parquet", "flowers_tfrecords", "isic_hdf5", "numpy_arrays", "numpy_npz"]
+
+
+def _init(tmp_path, name, **given):
+    getattr(layouts, name)(tmp_path / "data")
+    metric = SPECS[name].get("metric", "accuracy")
+    return init(name, {"data_dir": str(tmp_path / "data"), "metric": metric, **given}, folder=tmp_path)
+
+
+def test_every_layout_but_labels_in_containers_has_a_guesser():
+    """kit/survey.py guesses the label layouts of kit/layouts.py; `records` (labels inside a
+    TFRecord's features or an .npz's arrays) comes with the containers' keys, not yet written."""
+    from kit.layouts import LAYOUTS
+
+    assert set(LAYOUTS) - set(GUESSERS) == {"records"}
+
+
+@pytest.mark.parametrize("name", READ)
+def test_the_written_spec_reads_the_data_as_the_hand_written_one(tmp_path, name):
+    path = _init(tmp_path, name)
+    (tmp_path / "hand").mkdir()
+    hand = load_spec(str(spec_file(tmp_path / "hand", data_dir=str(tmp_path / "data"), **SPECS[name])))
+    made, want = load_data(load_spec(str(path))), load_data(hand)
+    assert made.classes == want.classes
+    assert made.train["id"].tolist() == want.train["id"].tolist() and made.train["path"].tolist() == \
+        want.train["path"].tolist()
+    np.testing.assert_array_equal(made.y, want.y)
+    assert made.test["id"].tolist() == want.test["id"].tolist()
+    assert load_spec(str(path)).task == hand.task
+    text = path.read_text()
+    said = [line for line in text.splitlines() if line.startswith(("layout:", "id_column:", "image_form:"))]
+    assert said and all("  # " in line for line in said[:1]), text  # what it saw, beside the key
+
+
+def test_a_labels_csv_with_its_columns_and_a_patient_id(tmp_path):
+    root = write_competition(tmp_path / "data", classes=("benign", "malignant"))
+    labels = pd.read_csv(root / "train.csv")
+    labels.insert(1, "patient_id", [f"p{i // 3}" for i in range(len(labels))])
+    labels.rename(columns={"label": "diagnosis", "id": "image_name"}).to_csv(root / "train.csv", index=False)
+    sample = pd.read_csv(root / "sample_submission.csv")
+    sample.rename(columns={"id": "image_name"})[["image_name", "malignant"]].to_csv(
+        root / "sample_submission.csv", index=False)
+    path = init("melanoma", {"data_dir": str(root), "metric": "roc_auc"}, folder=tmp_path)
+    spec = load_spec(str(path))
+    assert (spec.id_column, spec.target_column, spec.group_column, spec.task) == \
+        ("image_name", "diagnosis", "patient_id", "binary")
+    assert "patient or user id" in path.read_text()
+    data = load_data(spec)
+    assert data.classes == ["benign", "malignant"] and len(set(data.groups)) == 8
+
+
+def test_two_candidate_label_columns_are_one_line_until_one_is_given(tmp_path):
+    root = write_competition(tmp_path / "data")
+    labels = pd.read_csv(root / "train.csv")
+    labels["site"] = ["head", "torso"] * (len(labels) // 2)
+    labels.rename(columns={"label": "kind"}).to_csv(root / "train.csv", index=False)
+    with pytest.raises(KitError, match=r"cannot tell the label column among kind, site: make init target_column="):
+        init("two", {"data_dir": str(root)}, folder=tmp_path)
+    assert load_spec(str(init("two", {"data_dir": str(root), "target_column": "kind", "metric": "log_loss"},
+                              folder=tmp_path))).target_column == "kind"
+
+
+def test_an_unknown_metric_is_said_in_the_spec_and_refused_until_it_is_set(tmp_path):
+    path = _init(tmp_path, "class_folders", metric="")
+    assert "metric: ''  # unknown: set it to the competition's" in path.read_text()
+    with pytest.raises(KitError, match="metric: not set: give class_folders's .*log_loss.* or as metric="):
+        load_spec(str(path))
+    assert load_spec(str(path), {"metric": "log_loss"}).metric == "log_loss"
+
+
+def test_it_never_overwrites_a_spec_unless_forced(tmp_path):
+    path = _init(tmp_path, "label_in_filename")
+    path.write_text("# mine\n")
+    with pytest.raises(KitError, match="label_in_filename.yaml exists: make init never overwrites a spec \\(force=1"):
+        init("label_in_filename", {"data_dir": str(tmp_path / "data")}, folder=tmp_path)
+    assert path.read_text() == "# mine\n"
+    init("label_in_filename", {"data_dir": str(tmp_path / "data"), "metric": "accuracy"}, force=True,
+         folder=tmp_path)
+    assert load_spec(str(path)).layout == "filename"
+
+
+def test_command_line_keys_are_typed_and_checked_as_make_train_takes_them(tmp_path):
+    path = _init(tmp_path, "class_folders", weights="null", backbones="vgg16,resnet50", epochs_head="2")
+    spec = load_spec(str(path))
+    assert spec.weights is None and spec.backbones == ["vgg16", "resnet50"] and spec.schedule[0].epochs == 2
+    with pytest.raises(KitError, match="unknown key 'bakbones'"):
+        init("class_folders", {"data_dir": str(tmp_path / "data"), "bakbones": "vgg16"}, force=True,
+             folder=tmp_path)
+
+
+@pytest.mark.parametrize("name", CONTAINERS)
+def test_images_in_containers_are_one_line_for_now(tmp_path, name):
+    with pytest.raises(KitError, match="containers .*make init does not write their keys yet"):
+        _init(tmp_path, name)
+
+
+def test_no_data_or_no_sample_submission_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "competition=nothing-here"]) == 2
+    assert "no data folder data/nothing-here: make download competition=nothing-here first" in \
+        capsys.readouterr().err
+    root = write_competition(tmp_path / "data" / "nosample")
+    (root / "sample_submission.csv").unlink()
+    assert main(["init", "competition=nosample"]) == 2
+    assert "no sample submission CSV" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", READ)
+def test_from_the_download_to_a_valid_submission_with_no_hand_written_spec(tmp_path, name, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # competitions/ and submissions/ are made where the commands run
+    getattr(layouts, name)(tmp_path / "data" / name)
+    small = ["weights=null", "backbones=vgg16", "n_folds=2", "image_size=32", "batch_size=8", "epochs_head=1",
+             "epochs_finetune=1", "image_cache=disk", f"metric={SPECS[name].get('metric', 'accuracy')}"]
+    assert main(["init", f"competition={name}", *small]) == 0
+    assert main(["all", f"competition={name}"]) == 0
+    written = sorted((tmp_path / "submissions").glob(f"{name}-*.csv"))
+    assert len(written) == 1
+    capsys.readouterr()
+    check(written[0], load_spec(name))
+    assert "valid" in capsys.readouterr().out
