@@ -17,6 +17,7 @@ from kit.kaggle.commands import (
     cmd_collect,
     cmd_download,
     cmd_inference_kernel,
+    cmd_init,
     cmd_kernel,
     cmd_kernels,
     cmd_publish,
@@ -147,17 +148,6 @@ def cmd_folds(options):
     sizes = pd.Series(load_folds(spec, load_data(spec))).value_counts().sort_index()
     print(f"{folds_file(spec)}: {sizes.sum()} images in {spec.n_folds} folds "
           f"of {', '.join(str(n) for n in sizes)}")
-
-
-def cmd_init(options):
-    from kit.init import init
-
-    slug = options.pop("competition", None)
-    if not slug:
-        raise KitError("init needs competition=<slug> (its data in data/<slug>/: make download first)")
-    force = flag(options, "force")
-    path = init(slug, options, force)
-    print(f"wrote {path}: read it, then make all competition={slug}")
 
 
 def cmd_spec(options):

@@ -19,12 +19,14 @@ from kit.config import SPEC_DIRS, Phase, Spec, build_spec, override
 from kit.containers import FORM_OF, reader
 from kit.data import load_data
 from kit.files import write_text
+from kit.metrics import METRICS, kaggle_metric
 from kit.survey import GUESSERS, is_pixel_table, sample_keys, single_label_task, survey
 
 
-def init(slug, overrides=None, force=False, folder=SPEC_DIRS[0]):
+def init(slug, overrides=None, force=False, folder=SPEC_DIRS[0], ask_metric=None):
     """competitions/<slug>.yaml from data/<slug>/ (or `data_dir`); `overrides`: keys given on the
-    command line, kept as given (metric=log_loss). Returns the spec file's path."""
+    command line, kept as given (metric=log_loss). Without a metric, `ask_metric()` gives the name
+    the competition's page lists (kit/kaggle/client.py). Returns the spec file's path."""
     overrides = dict(overrides or {})
     path = Path(folder) / f"{slug}.yaml"
     if path.exists() and not force:
@@ -41,17 +43,31 @@ def init(slug, overrides=None, force=False, folder=SPEC_DIRS[0]):
         keys["task"], why["task"] = single_label_task(found, len(data.classes))
     why["task"] += f": {', '.join(data.classes[:8])}{', ...' if len(data.classes) > 8 else ''}"
     keys.update(_training(spec, data, why))
-    keys["metric"] = ""
-    why["metric"] = "unknown: set it to the competition's (make init metric=...); training refuses until then"
+    keys["metric"], why["metric"] = _metric(keys["task"], ask_metric if not overrides.get("metric") else None)
     keys = _given(slug, keys, why, overrides)
     write_text(path, _yaml(slug, root, keys, why))
     return path
 
 
+def _metric(task, ask):
+    """(the metric, what chose it): Kaggle's listed one when the kit scores it, else unset."""
+    unset = "set it to the competition's (make init metric=...); training refuses until then"
+    try:
+        listed = ask() if ask else None
+    except KitError as e:
+        return "", f"unknown ({e}): {unset}"
+    if not listed:
+        return "", f"unknown{' (Kaggle lists none)' if listed == '' else ''}: {unset}"
+    name = kaggle_metric(listed)
+    if name is None or task not in METRICS[name].tasks:
+        return "", f"Kaggle lists {listed!r}, which the kit does not score for a {task} task: {unset}"
+    return name, f"Kaggle lists {listed!r}"
+
+
 def _given(slug, keys, why, overrides):
     """`keys` with the command line's `key=value`s applied as `make train` applies them (typed,
     phase keys such as epochs_head= included) and checked."""
-    spec = build_spec({"slug": slug, **keys, "metric": overrides.get("metric", "accuracy")}, "make init")
+    spec = build_spec({"slug": slug, **keys, "metric": keys["metric"] or "accuracy"}, "make init")
     for key, text in overrides.items():
         if key == "metric" and not text:
             continue  # still unknown

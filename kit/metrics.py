@@ -46,6 +46,7 @@ class Metric:
     higher_is_better: bool
     tasks: tuple
     hard: bool = True  # scores labels (probabilities thresholded or argmaxed), not probabilities
+    kaggle: tuple = ()  # how Kaggle's competition pages name it (lower case; make init reads them)
 
 
 def _task(y, p):
@@ -66,16 +67,29 @@ def _roc_auc(y, p):
 
 ALL = ("binary", "multiclass", "multilabel")
 METRICS = {
-    "log_loss": Metric(_log_loss, False, ALL, hard=False),
-    "roc_auc": Metric(_roc_auc, True, ALL, hard=False),
-    "accuracy": Metric(skm.accuracy_score, True, ALL),
-    "f1_micro": Metric(functools.partial(skm.f1_score, average="micro"), True, ALL),
-    "f1_macro": Metric(functools.partial(skm.f1_score, average="macro"), True, ALL),
+    "log_loss": Metric(_log_loss, False, ALL, hard=False,
+                       kaggle=("log loss", "logloss", "multiclass loss", "multi class log loss",
+                               "mean column-wise log loss", "binary crossentropy")),
+    "roc_auc": Metric(_roc_auc, True, ALL, hard=False,
+                      kaggle=("auc", "roc auc", "area under receiver operating characteristic curve",
+                              "area under the roc curve", "mean column-wise auc")),
+    "accuracy": Metric(skm.accuracy_score, True, ALL,
+                       kaggle=("categorization accuracy", "accuracy", "classification accuracy")),
+    "f1_micro": Metric(functools.partial(skm.f1_score, average="micro"), True, ALL,
+                       kaggle=("micro f1", "f1 micro", "micro-averaged f1 score")),
+    "f1_macro": Metric(functools.partial(skm.f1_score, average="macro"), True, ALL,
+                       kaggle=("macro f1", "f1 macro", "macro f1 score", "macro-averaged f1 score")),
     "qwk": Metric(functools.partial(skm.cohen_kappa_score, weights="quadratic"), True,
-                  ("binary", "multiclass")),
+                  ("binary", "multiclass"), kaggle=("quadratic weighted kappa", "qwk")),
     "f2": Metric(functools.partial(skm.fbeta_score, beta=2, average="samples", zero_division=0), True,
-                 ("multilabel",)),
+                 ("multilabel",), kaggle=("mean f2 score", "f2 score", "mean f2")),
 }
+
+
+def kaggle_metric(listed):
+    """The kit's name of the metric a competition page lists as `listed` ("Log Loss"), or None."""
+    said = " ".join(listed.lower().replace("_", " ").split())
+    return next((name for name, m in METRICS.items() if said in m.kaggle), None)
 
 
 def score(name, y, p, threshold=0.5):

@@ -86,6 +86,34 @@ def test_an_unknown_metric_is_said_in_the_spec_and_refused_until_it_is_set(tmp_p
     assert load_spec(str(path), {"metric": "log_loss"}).metric == "log_loss"
 
 
+@pytest.mark.parametrize("listed, metric, said", [
+    ("Log Loss", "log_loss", "# Kaggle lists 'Log Loss'"),
+    ("Categorization Accuracy", "accuracy", "# Kaggle lists 'Categorization Accuracy'"),
+    ("MAP@5", "", "# Kaggle lists 'MAP@5', which the kit does not score for a multiclass task"),
+    ("Quadratic Weighted Kappa", "qwk", "# Kaggle lists 'Quadratic Weighted Kappa'"),
+])
+def test_the_metric_is_the_one_the_competition_lists_through_the_official_client(
+        tmp_path, kaggle_server, monkeypatch, listed, metric, said):
+    write_competition(tmp_path / "data" / "shapes")
+    page = "https://www.kaggle.com/competitions/"
+    kaggle_server.replies["ListCompetitions"] = (200, {"competitions": [
+        {"ref": page + "shapes-2", "evaluationMetric": "AUC"}, {"ref": page + "shapes", "evaluationMetric": listed}]}, {})
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "competition=shapes"]) == 0
+    text = (tmp_path / "competitions" / "shapes.yaml").read_text()
+    assert f"metric: {metric or repr('')}  {said}" in text
+    assert [c[1]["search"] for c in kaggle_server.calls if c[0] == "ListCompetitions"] == ["shapes"]
+
+
+def test_a_refused_lookup_leaves_the_metric_unset_and_says_why(tmp_path, kaggle_server, monkeypatch):
+    write_competition(tmp_path / "data" / "shapes")
+    kaggle_server.replies["ListCompetitions"] = (403, {"code": 403, "message": "Permission denied"}, {})
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "competition=shapes"]) == 0
+    line = next(x for x in (tmp_path / "competitions" / "shapes.yaml").read_text().splitlines() if x.startswith("metric"))
+    assert line.startswith("metric: ''  # unknown (Kaggle refused the competition lookup: ") and "training refuses" in line
+
+
 def test_it_never_overwrites_a_spec_unless_forced(tmp_path):
     path = _init(tmp_path, "label_in_filename")
     path.write_text("# mine\n")

@@ -114,6 +114,17 @@ def _unzip_all(folder):
             archive.unlink()
 
 
+def listed_metric(slug):
+    """The evaluation metric Kaggle lists for the competition ("Categorization Accuracy"), or ""."""
+    api = client()
+    with refusals("competition lookup"):
+        found = api.competitions_list(search=slug)
+    for competition in getattr(found, "competitions", None) or []:
+        if competition.ref.rstrip("/").rsplit("/", 1)[-1] == slug:  # a slug, or its page's address
+            return competition.evaluation_metric or ""
+    return ""
+
+
 def submit(slug, path, message):
     """Send the CSV; the file is kept whatever Kaggle answers."""
     api = client()

@@ -4,6 +4,7 @@ when it runs (the kaggle client authenticates on import); those whose modules im
 start it first, so that its start-up lines stay off the screen."""
 import json
 
+from kit import KitError
 from kit.options import flag, fold_args, integer, spec_of, start_tensorflow, submission_file
 
 
@@ -16,6 +17,23 @@ def cmd_download(options):
     from kit.kaggle.client import download
 
     download(spec.slug, spec.data_path, force)
+
+
+def cmd_init(options):
+    """competitions/<slug>.yaml from data/<slug>/; the metric as given, else as Kaggle lists it."""
+    from kit.init import init
+
+    slug = options.pop("competition", None)
+    if not slug:
+        raise KitError("init needs competition=<slug> (its data in data/<slug>/: make download first)")
+    path = init(slug, options, flag(options, "force"), ask_metric=lambda: _listed_metric(slug))
+    print(f"wrote {path}: read it, then make all competition={slug}")
+
+
+def _listed_metric(slug):
+    from kit.kaggle.client import listed_metric
+
+    return listed_metric(slug)
 
 
 def cmd_submit(options):
