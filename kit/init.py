@@ -16,11 +16,11 @@ import yaml
 from kit import KitError
 from kit.checks import validate
 from kit.config import SPEC_DIRS, Phase, Spec, build_spec, override
-from kit.containers import FORM_OF, reader
+from kit.containers import reader
 from kit.data import load_data
 from kit.files import write_text
 from kit.metrics import METRICS, kaggle_metric
-from kit.survey import GUESSERS, is_pixel_table, sample_keys, single_label_task, survey
+from kit.survey import GUESSERS, sample_keys, single_label_task, survey
 
 
 def init(slug, overrides=None, force=False, folder=SPEC_DIRS[0], ask_metric=None):
@@ -31,10 +31,13 @@ def init(slug, overrides=None, force=False, folder=SPEC_DIRS[0], ask_metric=None
     path = Path(folder) / f"{slug}.yaml"
     if path.exists() and not force:
         raise KitError(f"{path} exists: make init never overwrites a spec (force=1 does)")
+    for key, text in overrides.items():  # a misspelt key or a bad value: one line before any work
+        if key not in ("metric", "data_dir"):
+            override(Spec(slug), key, text)
     root = Path(overrides.get("data_dir") or f"data/{slug}")
     if not root.is_dir():
         raise KitError(f"no data folder {root}: make download competition={slug} first (or data_dir=)")
-    found = dataclasses.replace(survey(root), given=overrides)
+    found = survey(root, overrides)
     guess, spec, data = _first_read(slug, found, overrides)
     keys, why = {**guess.keys, **sample_keys(found)}, dict(guess.why)
     if "data_dir" in overrides:
@@ -85,17 +88,11 @@ def _given(slug, keys, why, overrides):
 
 def _first_read(slug, found, overrides):
     """(the first guess the kit reads the data with, its spec, the data)."""
-    if found.containers and not found.images and not any(is_pixel_table(found, c) for c in found.csvs):
-        forms = sorted({FORM_OF[Path(c).suffix.lower()] for c in found.containers})
-        raise KitError(f"{found.root}: the images are in {', '.join(forms)} containers "
-                       f"({found.containers[0]}, ...): make init does not write their keys yet; write the "
-                       f"spec from the README's \"Where the images are\"")
     tried = []
     for layout, guess in GUESSERS.items():
         for g in guess(found):
-            keys = {**g.keys, **{k: v for k, v in overrides.items() if k in g.keys}}
             try:
-                spec = _spec(slug, found, keys, overrides)
+                spec = _spec(slug, found, g.keys, overrides)
                 return g, spec, load_data(spec)
             except KitError as e:
                 tried.append(f"layout {layout} ({', '.join(f'{k}={v}' for k, v in g.keys.items())}): {e}")
@@ -106,11 +103,13 @@ def _first_read(slug, found, overrides):
 
 
 def _spec(slug, found, keys, overrides):
-    """The spec of a guess (its metric any that fits, when none is given: the data does not need it)."""
-    keys = {**keys, **sample_keys(found), "data_dir": str(found.root), "metric": overrides.get("metric")}
-    spec = dataclasses.replace(Spec(slug), **keys)
-    if not spec.metric:
-        spec = dataclasses.replace(spec, metric="log_loss")
+    """The spec of a guess with the command line's keys (a metric that fits every task: reading
+    the data does not need the competition's)."""
+    spec = dataclasses.replace(Spec(slug), **keys, **sample_keys(found), data_dir=str(found.root))
+    for key, text in overrides.items():
+        if key not in ("metric", "data_dir"):
+            spec = override(spec, key, text)
+    spec = dataclasses.replace(spec, metric="log_loss")
     validate(spec)
     return spec
 

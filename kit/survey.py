@@ -2,6 +2,7 @@
 init, kit/init.py): the sample submission, the folders of images, and for each label layout of
 kit/layouts.py a guesser (GUESSERS) of the spec keys that would read it, with what it saw.
 """
+import dataclasses
 import math
 import os
 import re
@@ -12,6 +13,8 @@ import pandas as pd
 
 from kit import KitError
 from kit.config import Spec
+from kit.container_index import catalog
+from kit.container_survey import image_sets
 from kit.containers import FORM_OF, pixel_columns
 from kit.decode import IMAGE_EXTS
 from kit.layouts import split_long
@@ -30,7 +33,7 @@ class Found:
     csvs: list  # every CSV but the sample submission
     images: dict  # folder -> the image files directly in it
     classes: dict  # folder -> its subfolders that hold images
-    containers: list  # parquet, TFRecord, HDF5, NumPy files
+    sets: list  # Images: the keys of each set of containers (parquet, TFRecord, HDF5, NumPy files)
     sample: str  # the sample submission
     sample_frame: pd.DataFrame
     test_dir: str | None  # the folder whose images the sample's ids name
@@ -53,8 +56,9 @@ def guesser(name):
     return register
 
 
-def survey(root):
-    """What is in `root`, down to three folders deep (hidden ones skipped)."""
+def survey(root, given=None):
+    """What is in `root`, down to three folders deep (hidden ones skipped); `given`: the command
+    line's keys."""
     csvs, images, classes, containers = [], {}, {}, []
     for top, dirs, names in os.walk(root, followlinks=True):
         here = Path(top).relative_to(root)
@@ -76,8 +80,10 @@ def survey(root):
     ids = set(sample.iloc[:, 0])
     covers = {d: _share(ids, names) for d, names in images.items()}
     test_dir = max(covers, key=covers.get) if covers and max(covers.values()) >= 0.9 else None
-    return Found(root, [c for c in csvs if c != samples[0]], images, classes, sorted(containers), samples[0],
-                 sample, test_dir)
+    given = given or {}
+    sets = image_sets(root, sorted(containers), given) if containers else []
+    others = [c for c in csvs if c != samples[0]]
+    return Found(root, others, images, classes, sets, samples[0], sample, test_dir, given)
 
 
 def _share(ids, names):
@@ -118,6 +124,54 @@ def _csv(found):
                             "test_dir": found.test_dir or "test"}
                     why = {"id_column": f"its values name the {len(names)} image files in {folder}/"}
                     guesses += _with_labels(found, frame, column, keys, why)
+        for images in found.sets:
+            guesses += _labelled_records(found, csv, frame, images)
+    return guesses
+
+
+def _labelled_records(found, csv, frame, images):
+    """Guesses of a labels CSV whose id column names the records of a container set (by an id
+    field of theirs, an HDF5 key, or a row number)."""
+    ids = _record_ids(found, images.keys)["id"].tolist()
+    guesses = []
+    for column in frame.columns:
+        keys = {**images.keys, "train_csv": csv, "id_column": column}
+        if images.keys.get("id_column", column) != column and images.keys["image_form"] != "hdf5":
+            continue  # the records' own id field has another name
+        if "first_id" in keys:  # numbered records: a column counting them
+            numbers = pd.to_numeric(frame[column], errors="coerce")
+            if numbers.isna().any() or len(numbers) != len(ids) or \
+                    sorted(numbers) != list(range(int(numbers.min()), int(numbers.min()) + len(ids))):
+                continue
+            keys["first_id"] = int(numbers.min())
+        elif _share(ids, set(frame[column])) < 0.9:
+            continue
+        why = {**images.why, "id_column": f"it names the {len(ids)} records of {keys['train_files'][0]}"}
+        guesses += _with_labels(found, frame, column, keys, why)
+    return guesses
+
+
+def _record_ids(found, keys, fields=()):
+    """The training records' ids (and `fields`) as the kit reads them with `keys`."""
+    spec = dataclasses.replace(Spec("init"), **keys)
+    try:
+        return catalog(found.root, keys["train_files"], keys["image_form"], spec, fields)
+    except KitError:
+        return pd.DataFrame({"id": [], **{f: [] for f in fields}})
+
+
+@guesser("records")
+def _records(found):
+    """Labels inside the records: a field the training records hold and the test records lack."""
+    guesses = []
+    for images in found.sets:
+        named = [f for f in images.labels if f.lower() in LABEL_NAMES] or images.labels
+        for target in named[:1]:
+            table = _record_ids(found, images.keys, [target])
+            if len(table):
+                keys = {**images.keys, "layout": "records", "target_column": target}
+                why = {**images.why, "layout": f"the training records hold {target!r}; the test ones lack it"}
+                guesses.append(_task(found, table[target], keys, why))
     return guesses
 
 
@@ -252,11 +306,6 @@ def _filename(found):
                                                   f"{', '.join(counts.index[:6])}"}))
     return guesses
 
-
-
-def is_pixel_table(found, csv):
-    header = pd.read_csv(found.root / csv, nrows=0, encoding="utf-8-sig").columns.tolist()
-    return len(pixel_columns("pixel*", header)) >= PIXELS
 
 
 def sample_keys(found):

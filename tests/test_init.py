@@ -15,22 +15,21 @@ from tests import layouts
 from tests.helpers import spec_file, write_competition
 from tests.test_layouts import SPECS
 
-READ = ["class_folders", "label_in_filename", "digit_recognizer", "fer_pixels_cell", "dicom", "rsna_long_format"]
-CONTAINERS = ["bengali_parquet", "flowers_tfrecords", "isic_hdf5", "numpy_arrays", "numpy_npz"]
+READ = list(SPECS)  # every example competition of tests/layouts.py
+GIVEN = {"bengali_parquet": {"image_shape": "[10, 14]"}}  # 140 values a row: 10 x 14 or 14 x 10?
 
 
 def _init(tmp_path, name, **given):
     getattr(layouts, name)(tmp_path / "data")
     metric = SPECS[name].get("metric", "accuracy")
-    return init(name, {"data_dir": str(tmp_path / "data"), "metric": metric, **given}, folder=tmp_path)
+    given = {"data_dir": str(tmp_path / "data"), "metric": metric, **GIVEN.get(name, {}), **given}
+    return init(name, given, folder=tmp_path)
 
 
-def test_every_layout_but_labels_in_containers_has_a_guesser():
-    """kit/survey.py guesses the label layouts of kit/layouts.py; `records` (labels inside a
-    TFRecord's features or an .npz's arrays) comes with the containers' keys, not yet written."""
+def test_every_layout_has_a_guesser():
     from kit.layouts import LAYOUTS
 
-    assert set(LAYOUTS) - set(GUESSERS) == {"records"}
+    assert set(GUESSERS) == set(LAYOUTS)
 
 
 @pytest.mark.parametrize("name", READ)
@@ -134,10 +133,11 @@ def test_command_line_keys_are_typed_and_checked_as_make_train_takes_them(tmp_pa
              folder=tmp_path)
 
 
-@pytest.mark.parametrize("name", CONTAINERS)
-def test_images_in_containers_are_one_line_for_now(tmp_path, name):
-    with pytest.raises(KitError, match="containers .*make init does not write their keys yet"):
-        _init(tmp_path, name)
+def test_a_pixel_row_that_is_not_square_asks_for_its_shape_in_one_line(tmp_path):
+    with pytest.raises(KitError, match="train_image_data_0.parquet: 140 pixel values a row is not a square image: "
+                                       "make init image_shape=\\[H, W\\]"):
+        layouts.bengali_parquet(tmp_path / "data")
+        init("bengali", {"data_dir": str(tmp_path / "data")}, folder=tmp_path)
 
 
 def test_no_data_or_no_sample_submission_is_one_line(tmp_path, capsys, monkeypatch):
@@ -156,7 +156,7 @@ def test_no_data_or_no_sample_submission_is_one_line(tmp_path, capsys, monkeypat
 def test_from_the_download_to_a_valid_submission_with_no_hand_written_spec(tmp_path, name, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # competitions/ and submissions/ are made where the commands run
     getattr(layouts, name)(tmp_path / "data" / name)
-    small = ["weights=null", "backbones=vgg16", "n_folds=2", "image_size=32", "batch_size=8", "epochs_head=1",
+    small = [*(f"{k}={v}" for k, v in GIVEN.get(name, {}).items()), "weights=null", "backbones=vgg16", "n_folds=2", "image_size=32", "batch_size=8", "epochs_head=1",
              "epochs_finetune=1", "image_cache=disk", f"metric={SPECS[name].get('metric', 'accuracy')}"]
     assert main(["init", f"competition={name}", *small]) == 0
     assert main(["all", f"competition={name}"]) == 0
