@@ -30,7 +30,16 @@ from kit.kaggle.commands import (
     cmd_wheels,
 )
 from kit.members import check_members
-from kit.options import flag, fold_args, pairs, spec_of, start_tensorflow, submission_file
+from kit.options import (
+    check_data,
+    flag,
+    fold_args,
+    pairs,
+    quiet_records,
+    spec_of,
+    start_tensorflow,
+    submission_file,
+)
 
 USAGE = """usage: python -m kit <command> [key=value ...]     (competition=demo unless given)
 
@@ -71,6 +80,7 @@ any other key=value overrides the spec (epochs_head=3 image_size=128 weights=nul
 def cmd_train(options):
     force = flag(options, "force")
     spec, backbone, fold = fold_args(options)
+    check_data(spec)
     start_tensorflow()
     from kit.train import run_fold
 
@@ -88,6 +98,7 @@ def cmd_predict(options):
 def cmd_all(options):
     force = flag(options, "force")
     spec = spec_of(options)
+    check_data(spec)
     start_tensorflow()
     import tensorflow as tf
 
@@ -126,6 +137,7 @@ def cmd_ensemble(options):
 def cmd_validate(options):
     file = options.pop("file", "")
     spec = spec_of(options, file)
+    quiet_records(spec)
     from kit.submission import check
 
     check(submission_file(spec, file), spec)
@@ -153,7 +165,12 @@ def cmd_folds(options):
 def cmd_spec(options):
     from kit.config import dump
 
-    print(dump(spec_of(options)), end="")
+    spec = spec_of(options)
+    print(dump(spec), end="")
+    data = check_data(spec)
+    shown = ", ".join(data.classes[:6]) + (", ..." if len(data.classes) > 6 else "")
+    print(f"checked {spec.data_path}: {len(data.train)} training images ({len(data.classes)} classes: "
+          f"{shown}), {len(data.test)} test images", file=sys.stderr)
 
 
 def cmd_infer(options):

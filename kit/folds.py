@@ -41,13 +41,25 @@ def make_folds(data, n_folds, seed):
                 fold[val] = k
     except ValueError as e:  # fewer images or groups than folds
         raise KitError(f"cannot split into {n_folds} folds: {e}") from None
-    counts = y.sum(0) if y.ndim == 2 else np.bincount(y.astype(int), minlength=len(data.classes))
-    for name, count in zip(data.classes, counts):
-        if count < n_folds:
-            print(f"folds: class {name!r} has {int(count)} images, fewer than the {n_folds} folds: "
-                  f"{n_folds - int(count)} of them validate on none of it, so their scores say nothing "
-                  f"about it", flush=True)
+    for line in _rare_classes(data, n_folds):
+        print(f"folds: {line}", flush=True)
     return pd.DataFrame({"id": data.train["id"], "fold": fold})
+
+
+def _rare_classes(data, n_folds):
+    y = np.asarray(data.y)
+    counts = y.sum(0) if y.ndim == 2 else np.bincount(y.astype(int), minlength=len(data.classes))
+    return [f"class {name!r} has {int(count)} images, fewer than the {n_folds} folds: {n_folds - int(count)} "
+            f"of them validate on none of it, so their scores say nothing about it"
+            for name, count in zip(data.classes, counts) if count < n_folds]
+
+
+def fold_warnings(spec, data):
+    """What would silently waste a run of these folds, one line each."""
+    per_fold = len(data.train) - len(data.train) // spec.n_folds
+    steps = [f"batch_size {spec.batch_size} is at or above the {per_fold} training images of a fold: one "
+             f"step an epoch"] if spec.batch_size >= per_fold else []
+    return steps + _rare_classes(data, spec.n_folds)
 
 
 def _multilabel_splitter(n_folds, seed):

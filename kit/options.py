@@ -1,6 +1,7 @@
 """Command-line options: `key=value` pairs, typed, and the competition spec the other keys
 override; shared by every command (kit/cli.py, kit/kaggle/commands.py)."""
 import atexit
+import functools
 import json
 import os
 import re
@@ -11,6 +12,8 @@ from pathlib import Path
 
 from kit import KitError
 from kit.config import check_fold, load_spec
+from kit.data import load_data
+from kit.folds import fold_warnings
 from kit.members import member_spec
 from kit.runs import variants
 
@@ -51,6 +54,23 @@ def spec_of(options, submission=""):
     return load_spec(named or "demo", options)
 
 
+def check_data(spec):
+    """The data read as the spec says before any work (a wrong key is one line now, not after
+    TensorFlow's start), and what would silently waste a run said on stderr. Returns the Data."""
+    quiet_records(spec)
+    data = load_data(spec)
+    for line in fold_warnings(spec, data):
+        print(f"warning: {line}", file=sys.stderr, flush=True)
+    return data
+
+
+def quiet_records(spec):
+    """TFRecords' parser imports TensorFlow: started here, its start-up lines parked."""
+    if "tfrecord" in (spec.image_form, spec.test_image_form):
+        start_tensorflow()
+
+
+@functools.cache  # once a process
 def start_tensorflow():
     """Import TensorFlow and find its devices with file descriptor 2 parked in a temporary file:
     its C++ start-up messages ignore TF_CPP_MIN_LOG_LEVEL (absl logs them before it is set up).

@@ -80,3 +80,32 @@ def test_a_full_disk_is_one_line_and_keeps_the_finished_epochs(tmp_path, monkeyp
     assert len(err.splitlines()) == 1
     run = next((tmp_path / "runs").glob("*/vgg16/fold0"))
     assert (run / "checkpoint" / "epoch1.npy").is_file() and len((run / "history.csv").read_text().splitlines()) == 2
+
+
+def test_a_spec_is_checked_before_any_work_and_what_would_waste_a_run_is_said(tmp_path):
+    write_competition(tmp_path / "data", n_train=10)
+    wrong = kit("train", f"competition={spec_file(tmp_path, train_csv='labels.csv')}")
+    assert wrong.returncode == 2 and "labels.csv" in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
+    assert "Epoch" not in wrong.stdout and "TensorFlow" not in wrong.stderr  # no training, no TensorFlow
+    said = kit("spec", f"competition={spec_file(tmp_path, n_folds=6, batch_size=9)}")
+    assert said.returncode == 0 and said.stdout.startswith("slug: tiny")
+    assert said.stderr.splitlines() == [
+        "warning: batch_size 9 is at or above the 9 training images of a fold: one step an epoch",
+        "warning: class 'a' has 5 images, fewer than the 6 folds: 1 of them validate on none of it, so their "
+        "scores say nothing about it",
+        "warning: class 'b' has 5 images, fewer than the 6 folds: 1 of them validate on none of it, so their "
+        "scores say nothing about it",
+        f"checked {tmp_path / 'data'}: 10 training images (2 classes: a, b), 8 test images"]
+
+
+def test_validating_a_tfrecord_competitions_csv_prints_no_tensorflow_start_up_lines(tmp_path):
+    from tests import layouts
+    from tests.test_layouts import SPECS
+
+    layouts.flowers_tfrecords(tmp_path / "data")
+    spec = spec_file(tmp_path, **SPECS["flowers_tfrecords"])
+    sample = tmp_path / "data" / "sample_submission.csv"
+    shutil.copy(sample, tmp_path / "mine.csv")
+    done = kit("validate", f"competition={spec}", f"file={tmp_path / 'mine.csv'}")
+    assert done.returncode == 0 and "valid" in done.stdout, done.stderr
+    assert done.stderr == ""
