@@ -152,16 +152,19 @@ def test_no_data_or_no_sample_submission_is_one_line(tmp_path, capsys, monkeypat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", READ)
+@pytest.mark.parametrize("name", [*READ, "tiny"])  # tiny: tests/helpers.py's competition
 def test_from_the_download_to_a_valid_submission_with_no_hand_written_spec(tmp_path, name, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # competitions/ and submissions/ are made where the commands run
-    getattr(layouts, name)(tmp_path / "data" / name)
+    getattr(layouts, name, write_competition)(tmp_path / "data" / name)
     small = [*(f"{k}={v}" for k, v in GIVEN.get(name, {}).items()), "weights=null", "backbones=vgg16", "n_folds=2", "image_size=32", "batch_size=8", "epochs_head=1",
-             "epochs_finetune=1", "image_cache=disk", f"metric={SPECS[name].get('metric', 'accuracy')}"]
+             "epochs_finetune=1", "image_cache=disk", f"metric={SPECS.get(name, {}).get('metric', 'accuracy')}"]
     assert main(["init", f"competition={name}", *small]) == 0
     assert main(["all", f"competition={name}"]) == 0
     written = sorted((tmp_path / "submissions").glob(f"{name}-*.csv"))
     assert len(written) == 1
     capsys.readouterr()
-    check(written[0], load_spec(name))
+    spec = load_spec(name)
+    check(written[0], spec)
     assert "valid" in capsys.readouterr().out
+    sample = pd.read_csv(spec.data_path / spec.sample_submission, dtype=str)
+    assert pd.read_csv(written[0], dtype=str).iloc[:, 0].tolist() == sample.iloc[:, 0].tolist()

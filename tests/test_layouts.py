@@ -21,8 +21,6 @@ from kit.config import load_spec
 from kit.containers import reader
 from kit.data import load_data
 from kit.layouts import LAYOUTS
-from kit.submission import check, ensemble_submission
-from kit.train import run_fold
 from tests import layouts
 from tests.helpers import ROOT, spec_file
 
@@ -91,19 +89,6 @@ def test_each_form_reads_ids_labels_and_the_exact_pixels(tmp_path, name):
 
 def _key(want, i):
     return i if i in want else int(i)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", SPECS)
-def test_each_form_trains_a_fold_and_writes_a_valid_submission(tmp_path, name, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # submissions/ is made where the command runs
-    spec, _ = _competition(tmp_path, name, image_cache="disk")
-    run_fold(spec, "vgg16", 0)
-    path = ensemble_submission(spec, "mean")
-    check(path, spec)
-    assert "valid" in capsys.readouterr().out
-    submission, sample = pd.read_csv(path, dtype=str), pd.read_csv(spec.data_path / spec.sample_submission, dtype=str)
-    assert submission.iloc[:, 0].tolist() == sample.iloc[:, 0].tolist()
 
 
 def _rewrite_csv_cell(path, row, column, value):
