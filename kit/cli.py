@@ -89,6 +89,7 @@ def cmd_train(options):
 
 def cmd_predict(options):
     spec, backbone, fold = fold_args(options)
+    check_data(spec)
     start_tensorflow()
     from kit.predict import predict_fold
 
