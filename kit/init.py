@@ -3,8 +3,9 @@ comment saying what was seen that chose it.
 
 The guesses come from kit/survey.py, one guesser per label layout; a guess is kept only when the
 kit reads the data with it (kit/data.load_data), so the spec init writes is one training reads.
-The training keys (a first backbone, size, folds, schedule) follow the data's size; the metric is
-given (metric=) or left unset, which training refuses in one line.
+The training keys (a first backbone, size, folds, schedule) follow the data's size. The metric is
+given (metric=), or the one the competition's page lists when the kit scores it, or left unset,
+which every command refuses in one line.
 """
 import dataclasses
 import math
@@ -18,6 +19,7 @@ from kit.checks import validate
 from kit.config import SPEC_DIRS, Phase, Spec, build_spec, override
 from kit.containers import reader
 from kit.data import load_data
+from kit.decode import BadImage
 from kit.files import write_text
 from kit.metrics import METRICS, kaggle_metric
 from kit.survey import GUESSERS, sample_keys, single_label_task, survey
@@ -120,9 +122,8 @@ def _training(spec, data, why):
     counts = np.asarray(data.y).sum(0) if multilabel else np.bincount(np.asarray(data.y).astype(int))
     smallest = int(counts.min())
     folds = 5 if multilabel or smallest >= 5 else max(2, smallest)
-    read = reader(spec)
-    sides = [min(read.read(p).shape[:2]) for p in data.train["path"][:16]]
-    side = int(np.median(sides))
+    sides = _sides(reader(spec), data.train["path"][:32])
+    side = int(np.median(sides)) if sides else 224
     size = int(min(224, max(32, 32 * math.ceil(side / 32))))
     per_fold = n * (folds - 1) // folds
     batch = int(min(32, max(4, 2 ** int(math.log2(max(1, per_fold // 8))))))
@@ -134,11 +135,24 @@ def _training(spec, data, why):
         "backbones": "a sound first member; add others with one line each (make backbones lists them)",
         "image_size": f"the training images are about {side} px (the median of {len(sides)}): "
                       f"{size} px, at most 224",
-        "n_folds": f"{n} training images; the rarest class has {smallest}" +
+        "n_folds": f"{n} training images; the rarest {'label' if multilabel else 'class'} has {smallest}" +
                    ("" if folds == 5 else ": fewer folds, so each has one"),
         "batch_size": f"about {per_fold} training images a fold",
         "schedule": "the head on the frozen base, then the top block at a rate 100x lower"})
     return out
+
+
+def _sides(read, paths, wanted=16):
+    """The shorter side of the first `wanted` images that decode (a broken one is training's to skip)."""
+    sides = []
+    for path in paths:
+        try:
+            sides.append(min(read.read(path).shape[:2]))
+        except BadImage:
+            continue
+        if len(sides) == wanted:
+            break
+    return sides
 
 
 def _yaml(slug, root, keys, why):

@@ -168,3 +168,10 @@ def test_from_the_download_to_a_valid_submission_with_no_hand_written_spec(tmp_p
     assert "valid" in capsys.readouterr().out
     sample = pd.read_csv(spec.data_path / spec.sample_submission, dtype=str)
     assert pd.read_csv(written[0], dtype=str).iloc[:, 0].tolist() == sample.iloc[:, 0].tolist()
+
+
+def test_a_broken_image_does_not_stop_it(tmp_path):
+    root = write_competition(tmp_path / "data")
+    (root / "train" / "tr000.png").write_bytes(b"\x89PNG cut short")
+    text = init("broken", {"data_dir": str(root), "metric": "log_loss"}, folder=tmp_path).read_text()
+    assert "image_size: 32  # the training images are about 20 px (the median of 16)" in text
