@@ -23,6 +23,7 @@ class Images:
     keys: dict
     why: dict
     labels: list = field(default_factory=list)  # fields of the training records that test records lack
+    problem: str = ""  # why these containers cannot be read as they are (then keys is empty)
 
 
 def image_sets(root, files, given):
@@ -31,16 +32,24 @@ def image_sets(root, files, given):
     by_form = {}
     for f in files:
         by_form.setdefault(FORM_OF[PurePosixPath(f).suffix.lower()], []).append(f)
-    return [_READ[form](root, *_sides(paths), given) for form, paths in sorted(by_form.items())]
+    found = []
+    for form, paths in sorted(by_form.items()):
+        try:
+            found.append(_READ[form](root, *_sides(paths), given))
+        except KitError as e:  # image files beside them may still read (Cassava's TFRecord copies)
+            found.append(Images({}, {}, problem=str(e)))
+    return found
 
 
 def _sides(paths):
     """(train globs, test globs, another set left out or ""): a file's digits become `*`, so that
-    a set split over numbered files is one glob; with several top folders (Flowers' resolutions)
-    the first is taken."""
-    tops = sorted({PurePosixPath(p).parts[0] for p in paths if len(PurePosixPath(p).parts) > 1})
-    if len(tops) > 1:
-        paths = [p for p in paths if p.startswith(tops[0] + "/")]
+    a set split over numbered files is one glob; with several top folders that each hold a whole
+    set, train and test (Flowers' resolutions), the first is taken."""
+    top = lambda p: PurePosixPath(p).parts[0] if len(PurePosixPath(p).parts) > 1 else ""
+    whole = sorted(t for t in {top(p) for p in paths} - {""}
+                   if {"test" in p.lower() for p in paths if top(p) == t} == {True, False})
+    if len(whole) > 1:
+        paths = [p for p in paths if top(p) == whole[0]]
     glob = lambda p: p.parent / (re.sub(r"\d+", "*", p.stem) + p.suffix)
     globs = lambda side: sorted({str(glob(PurePosixPath(p))) for p in side})
     train = [p for p in paths if "test" not in p.lower()]
@@ -48,7 +57,7 @@ def _sides(paths):
     if not train or not test:
         raise KitError(f"{paths[0]}: cannot tell the train containers from the test ones (a test file's path "
                        f"names test): make init train_files=... test_files=...")
-    return globs(train), globs(test), ", ".join(tops[1:])
+    return globs(train), globs(test), ", ".join(whole[1:])
 
 
 def _base(form, train, test, other):

@@ -80,7 +80,8 @@ def load_members(spec, data):
                                   scores, [(name, k) for k in sorted(scores)]))
     if not members:
         others = trained_members(spec)
-        hint = f"; finished runs of {', '.join(others)} are there: backbones=... names them" if others else ""
+        hint = f"; finished runs of {', '.join(others)} are there: backbones={','.join(others)} names them" \
+            if others else ""
         raise KitError(f"no finished runs of {', '.join(names)} under {spec.runs_path}: train "
                        f"some folds first (make fold=0 backbone={names[0]} competition={spec.slug}){hint}")
     return (_average_seeds(spec, members, labels_of(data)) if spec.average_seeds else members), missing

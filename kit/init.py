@@ -33,6 +33,8 @@ def init(slug, overrides=None, force=False, folder=SPEC_DIRS[0], ask_metric=None
     path = Path(folder) / f"{slug}.yaml"
     if path.exists() and not force:
         raise KitError(f"{path} exists: make init never overwrites a spec (force=1 does)")
+    if overrides.get("metric") and overrides["metric"] not in METRICS and kaggle_metric(overrides["metric"]):
+        overrides["metric"] = kaggle_metric(overrides["metric"])  # metric="Categorization Accuracy"
     for key, text in overrides.items():  # a misspelt key or a bad value: one line before any work
         if key not in ("metric", "data_dir"):
             override(Spec(slug), key, text)
@@ -47,6 +49,11 @@ def init(slug, overrides=None, force=False, folder=SPEC_DIRS[0], ask_metric=None
     if "task" not in keys:  # the labels as the layout reads them: one per image
         keys["task"], why["task"] = single_label_task(found, len(data.classes))
     why["task"] += f": {', '.join(data.classes[:8])}{', ...' if len(data.classes) > 8 else ''}"
+    if keys["task"] == "binary":
+        why["task"] += f"; the submission holds P({data.classes[1]}) (classes: [negative, positive] turns it)"
+    if found.other_samples:
+        keys["sample_submission"] = found.sample
+        why["sample_submission"] = f"the last sample submission (also {', '.join(found.other_samples)})"
     keys.update(_training(spec, data, why))
     keys["metric"], why["metric"] = _metric(keys["task"], ask_metric if not overrides.get("metric") else None)
     keys = _given(slug, keys, why, overrides)
@@ -98,8 +105,9 @@ def _first_read(slug, found, overrides):
                 return g, spec, load_data(spec)
             except KitError as e:
                 tried.append(f"layout {layout} ({', '.join(f'{k}={v}' for k, v in g.keys.items())}): {e}")
-    seen = "; ".join(tried[:2]) or ("no labels CSV naming the images, no folder per class, no labels in "
-                                     "file names")
+    problems = [images.problem for images in found.sets if images.problem]
+    seen = "; ".join([*problems, *tried][:2]) or ("no labels CSV naming the images, no folder per class, no "
+                                                  "labels in file names")
     raise KitError(f"{found.root}: no layout reads it ({seen}): write competitions/{slug}.yaml from the "
                    f"README (Competition specs)")
 

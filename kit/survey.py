@@ -38,6 +38,7 @@ class Found:
     sample_frame: pd.DataFrame
     test_dir: str | None  # the folder whose images the sample's ids name
     given: dict = field(default_factory=dict)  # keys given on the command line
+    other_samples: list = field(default_factory=list)  # sample submissions not taken (an earlier stage's)
 
 
 @dataclass
@@ -72,18 +73,25 @@ def survey(root, given=None):
         csvs += [(here / n).as_posix() for n in names if n.lower().endswith(".csv")]
         containers += [(here / n).as_posix() for n in names if FORM_OF.get(Path(n).suffix.lower(), "pixels")
                        != "pixels"]
-    samples = [c for c in csvs if SAMPLE.search(Path(c).name)]
+    samples = sorted((c for c in csvs if SAMPLE.search(Path(c).name)), key=_natural)
     if not samples:
-        raise KitError(f"{root}: no sample submission CSV (a file named like sample_submission.csv): the kit "
+        zips = sorted(Path(root).rglob("*.zip"))
+        raise KitError(f"{root}: still zipped ({zips[0].name}): unzip it (make download unzips)" if zips else
+                       f"{root}: no sample submission CSV (a file named like sample_submission.csv): the kit "
                        f"writes its submission in the sample's shape")
-    sample = pd.read_csv(root / samples[0], dtype=str, keep_default_na=False)
+    sample = pd.read_csv(root / samples[-1], dtype=str, keep_default_na=False)  # two: stage 2's
     ids = set(sample.iloc[:, 0])
-    covers = {d: _share(ids, names) for d, names in images.items()}
-    test_dir = max(covers, key=covers.get) if covers and max(covers.values()) >= 0.9 else None
+    # a tie (int ids in train/ and valid/): the folder named test, else the one with the fewest other images
+    covers = {d: (_share(ids, names), "test" in d.lower(), -len(names)) for d, names in images.items()}
+    test_dir = max(covers, key=covers.get) if covers and max(covers.values())[0] >= 0.9 else None
     given = given or {}
     sets = image_sets(root, sorted(containers), given) if containers else []
-    others = [c for c in csvs if c != samples[0]]
-    return Found(root, others, images, classes, sets, samples[0], sample, test_dir, given)
+    others = [c for c in csvs if c not in samples]
+    return Found(root, others, images, classes, sets, samples[-1], sample, test_dir, given, samples[:-1])
+
+
+def _natural(path):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path)]
 
 
 def _share(ids, names):
@@ -118,13 +126,13 @@ def _csv(found):
             continue
         for column in header:
             values = set(frame[column])
-            for folder, names in found.images.items():
-                if folder != found.test_dir and _share(values, names) >= 0.9:
+            for folder, names in found.images.items():  # the test folder too: one folder may hold both
+                if _share(values, names) >= 0.9:
                     keys = {"train_csv": csv, "id_column": column, "train_dir": folder,
                             "test_dir": found.test_dir or "test"}
                     why = {"id_column": f"its values name the {len(names)} image files in {folder}/"}
                     guesses += _with_labels(found, frame, column, keys, why)
-        for images in found.sets:
+        for images in (s for s in found.sets if s.keys):
             guesses += _labelled_records(found, csv, frame, images)
     return guesses
 
@@ -164,7 +172,7 @@ def _record_ids(found, keys, fields=()):
 def _records(found):
     """Labels inside the records: a field the training records hold and the test records lack."""
     guesses = []
-    for images in found.sets:
+    for images in (s for s in found.sets if s.keys):
         named = [f for f in images.labels if f.lower() in LABEL_NAMES] or images.labels
         for target in named[:1]:
             table = _record_ids(found, images.keys, [target])
@@ -219,10 +227,12 @@ def _with_labels(found, frame, id_column, keys, why):
     if len(values) > 1 and set(values) <= set(others):
         one_hot = frame[values].apply(pd.to_numeric, errors="coerce")
         task = "multilabel" if (one_hot.sum(axis=1) != 1).any() else "multiclass"
-        return [Guess({**keys, "target_column": values, "task": task},
-                      {**why, "target_column": "one 0/1 column per class, as the sample's columns"})]
-    named = [c for c in others if c.strip().lower() in LABEL_NAMES or c == found.given.get("target_column")]
-    named = [c for c in named if c == found.given.get("target_column", c)]
+        seen = "rows with no 1 or several" if task == "multilabel" else "a single 1 in every row"
+        why = {**why, "target_column": "one 0/1 column per class, as the sample's columns", "task": seen}
+        return [Guess({**keys, "target_column": values, "task": task}, why)]
+    given = found.given.get("target_column")
+    asked = [c for c in found.sample_frame.columns[1:] if c in others and found.sample_frame.shape[1] == 2]
+    named = [given] if given in others else asked or [c for c in others if c.strip().lower() in LABEL_NAMES]
     candidates = named or [c for c in others if c not in groups and 1 < frame[c].nunique() <= len(frame) / 2]
     if len(candidates) > 1 and not named or len(named) > 1:
         raise KitError(f"{keys.get('train_csv')}: cannot tell the label column among "

@@ -175,3 +175,69 @@ def test_a_broken_image_does_not_stop_it(tmp_path):
     (root / "train" / "tr000.png").write_bytes(b"\x89PNG cut short")
     text = init("broken", {"data_dir": str(root), "metric": "log_loss"}, folder=tmp_path).read_text()
     assert "image_size: 32  # the training images are about 20 px (the median of 16)" in text
+
+
+def _pngs(folder, names, rng):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(folder / name)
+
+
+def test_one_folder_for_train_and_test_and_one_hot_labels_as_the_sample_has(tmp_path):
+    """Plant Pathology 2020: images/Train_<k>.jpg and images/Test_<k>.jpg, one 0/1 column per class."""
+    rng, root = np.random.default_rng(0), tmp_path / "data"
+    classes = ["healthy", "multiple_diseases", "rust", "scab"]
+    _pngs(root / "images", [f"Train_{k}.png" for k in range(24)] + [f"Test_{k}.png" for k in range(6)], rng)
+    labels = np.eye(4, dtype=int)[np.arange(24) % 4]
+    pd.DataFrame(labels, columns=classes).assign(image_id=[f"Train_{k}" for k in range(24)])[
+        ["image_id", *classes]].to_csv(root / "train.csv", index=False)
+    pd.DataFrame({"image_id": [f"Test_{k}" for k in range(6)], **{c: 0.25 for c in classes}}).to_csv(
+        root / "sample_submission.csv", index=False)
+    spec = load_spec(str(init("plant", {"data_dir": str(root), "metric": "roc_auc"}, folder=tmp_path)))
+    assert (spec.train_dir, spec.test_dir, spec.target_column, spec.task) == ("images", "images", classes, "multiclass")
+    np.testing.assert_array_equal(load_data(spec).y, np.arange(24) % 4)
+
+
+def test_container_copies_beside_the_images_and_two_sample_submissions(tmp_path):
+    """Cassava: train_images/ plus train_tfrecords/ and test_tfrecords/ copies (here unreadable ones:
+    the images are read, not the copies); an earlier stage's sample submission is left, and said."""
+    root = write_competition(tmp_path / "data")
+    for folder in ("train_tfrecords", "test_tfrecords"):
+        (root / folder).mkdir()
+        (root / folder / f"ld_{folder[:-10]}00-10.tfrec").write_bytes(b"not a tfrecord")
+    (root / "sample_submission_stage1.csv").write_text((root / "sample_submission.csv").read_text())
+    text = init("cassava", {"data_dir": str(root), "metric": "Categorization Accuracy"}, folder=tmp_path).read_text()
+    spec = load_spec(str(tmp_path / "cassava.yaml"))
+    assert (spec.image_form, spec.train_dir, spec.metric) == ("files", "train", "accuracy")
+    assert spec.sample_submission == "sample_submission_stage1.csv" and "(also sample_submission.csv)" in text
+
+
+def test_the_label_column_is_the_one_the_sample_submission_names_and_binary_says_what_it_submits(tmp_path):
+    """SIIM-ISIC: diagnosis, benign_malignant and target beside each other; the sample asks for target."""
+    root = write_competition(tmp_path / "data", classes=("0", "1"))
+    labels = pd.read_csv(root / "train.csv", dtype=str)
+    labels.assign(diagnosis=["nevus", "melanoma"] * 12, target=labels["label"]).drop(columns="label").to_csv(
+        root / "train.csv", index=False)
+    pd.read_csv(root / "sample_submission.csv").rename(columns={"0": "target"})[["id", "target"]].to_csv(
+        root / "sample_submission.csv", index=False)
+    text = init("siim", {"data_dir": str(root), "metric": "roc_auc"}, folder=tmp_path).read_text()
+    assert "target_column: target" in text and "the submission holds P(1)" in text
+
+
+def test_a_download_still_zipped_is_said(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "comp.zip").write_bytes(b"PK")
+    with pytest.raises(KitError, match="still zipped \\(comp.zip\\): unzip it"):
+        init("comp", {"data_dir": str(tmp_path / "data")}, folder=tmp_path)
+
+
+def test_int_ids_in_two_folders_take_the_test_folder_the_sample_fits_best(tmp_path):
+    rng, root = np.random.default_rng(0), tmp_path / "data"
+    _pngs(root / "train", [f"{k}.png" for k in range(1, 25)], rng)
+    _pngs(root / "valid", [f"{k}.png" for k in range(1, 7)], rng)
+    pd.DataFrame({"id": range(1, 25), "label": ["x", "y"] * 12}).to_csv(root / "train.csv", index=False)
+    pd.DataFrame({"id": range(1, 7), "label": "x"}).to_csv(root / "sample_submission.csv", index=False)
+    spec = load_spec(str(init("ints", {"data_dir": str(root), "metric": "accuracy"}, folder=tmp_path)))
+    assert (spec.train_dir, spec.test_dir) == ("train", "valid")
