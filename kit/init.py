@@ -53,7 +53,7 @@ def init(slug, overrides=None, force=False, folder=SPEC_DIRS[0], ask_metric=None
         why["task"] += f"; the submission holds P({data.classes[1]}) (classes: [negative, positive] turns it)"
     if found.other_samples:
         keys["sample_submission"] = found.sample
-        why["sample_submission"] = f"the last sample submission (also {', '.join(found.other_samples)})"
+        why["sample_submission"] = f"it names the test images (also {', '.join(found.other_samples)})"
     keys.update(_training(spec, data, why))
     keys["metric"], why["metric"] = _metric(keys["task"], ask_metric if not overrides.get("metric") else None)
     keys = _given(slug, keys, why, overrides)

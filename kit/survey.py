@@ -79,7 +79,11 @@ def survey(root, given=None):
         raise KitError(f"{root}: still zipped ({zips[0].name}): unzip it (make download unzips)" if zips else
                        f"{root}: no sample submission CSV (a file named like sample_submission.csv): the kit "
                        f"writes its submission in the sample's shape")
-    sample = pd.read_csv(root / samples[-1], dtype=str, keep_default_na=False)  # two: stage 2's
+    frames = {c: pd.read_csv(root / c, dtype=str, keep_default_na=False) for c in samples}
+    fit = lambda c: (max([_share(set(frames[c].iloc[:, 0]), names) for names in images.values()], default=0),
+                     len(frames[c]))
+    samples.sort(key=fit)  # several (stages): the last names the test images best, then is the longest
+    sample = frames[samples[-1]]
     ids = set(sample.iloc[:, 0])
     # a tie (int ids in train/ and valid/): the folder named test, else the one with the fewest other images
     covers = {d: (_share(ids, names), "test" in d.lower(), -len(names)) for d, names in images.items()}

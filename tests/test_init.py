@@ -241,3 +241,15 @@ def test_int_ids_in_two_folders_take_the_test_folder_the_sample_fits_best(tmp_pa
     pd.DataFrame({"id": range(1, 7), "label": "x"}).to_csv(root / "sample_submission.csv", index=False)
     spec = load_spec(str(init("ints", {"data_dir": str(root), "metric": "accuracy"}, folder=tmp_path)))
     assert (spec.train_dir, spec.test_dir) == ("train", "valid")
+
+
+def test_of_two_sample_submissions_the_one_naming_the_test_images_is_taken(tmp_path):
+    root = write_competition(tmp_path / "data")
+    sample = pd.read_csv(root / "sample_submission.csv")
+    sample.to_csv(root / "stage_2_sample_submission.csv", index=False)
+    sample.assign(id=[f"old{k}" for k in range(len(sample))]).to_csv(root / "stage_1_sample_submission.csv",
+                                                                      index=False)
+    (root / "sample_submission.csv").unlink()
+    text = init("stages", {"data_dir": str(root), "metric": "accuracy"}, folder=tmp_path).read_text()
+    assert "sample_submission: stage_2_sample_submission.csv  # it names the test images (also " \
+           "stage_1_sample_submission.csv)" in text
