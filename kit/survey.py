@@ -88,6 +88,11 @@ def survey(root, given=None):
     # a tie (int ids in train/ and valid/): the folder named test, else the one with the fewest other images
     covers = {d: (_share(ids, names), "test" in d.lower(), -len(names)) for d, names in images.items()}
     test_dir = max(covers, key=covers.get) if covers and max(covers.values())[0] >= 0.9 else None
+    split = {d: round(c[0] * len(ids)) for d, c in covers.items() if c[0] > 0}
+    if test_dir is None and sum(split.values()) >= 0.9 * len(ids) and len(split) > 1:  # Planet's
+        where = ", ".join(f"{d}/ ({n})" for d, n in split.items())
+        raise KitError(f"{root}: the sample's test images are split over {where}: the kit reads one test "
+                       f"folder: move them into one")
     given = given or {}
     sets = image_sets(root, sorted(containers), given) if containers else []
     others = [c for c in csvs if c not in samples]

@@ -253,3 +253,13 @@ def test_of_two_sample_submissions_the_one_naming_the_test_images_is_taken(tmp_p
     text = init("stages", {"data_dir": str(root), "metric": "accuracy"}, folder=tmp_path).read_text()
     assert "sample_submission: stage_2_sample_submission.csv  # it names the test images (also " \
            "stage_1_sample_submission.csv)" in text
+
+
+def test_test_images_split_over_two_folders_are_one_line(tmp_path):
+    """Planet: test-jpg/ and test-jpg-additional/ together hold the sample's images."""
+    root = write_competition(tmp_path / "data")
+    (root / "test-extra").mkdir()
+    for path in sorted((root / "test").iterdir())[:3]:
+        path.rename(root / "test-extra" / path.name)
+    with pytest.raises(KitError, match=r"test images are split over test/ \(5\), test-extra/ \(3\): the kit reads one"):
+        init("planet", {"data_dir": str(root)}, folder=tmp_path)
