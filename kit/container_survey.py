@@ -13,7 +13,7 @@ import yaml
 from kit import KitError
 from kit.containers import FORM_OF, example_fields, tfrecord_spans
 
-PIXELS = 64  # at least this many values a row: a pixel table
+PIXELS = 64  # at least this many values a row (columns, or numbers in one cell): a pixel table
 IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 
 

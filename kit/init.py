@@ -35,9 +35,7 @@ def init(slug, overrides=None, force=False, folder=SPEC_DIRS[0], ask_metric=None
         raise KitError(f"{path} exists: make init never overwrites a spec (force=1 does)")
     if overrides.get("metric") and overrides["metric"] not in METRICS and kaggle_metric(overrides["metric"]):
         overrides["metric"] = kaggle_metric(overrides["metric"])  # metric="Categorization Accuracy"
-    for key, text in overrides.items():  # a misspelt key or a bad value: one line before any work
-        if key not in ("metric", "data_dir"):
-            override(Spec(slug), key, text)
+    _with_given(Spec(slug), overrides)  # a misspelt key or a bad value: one line before any work
     root = Path(overrides.get("data_dir") or f"data/{slug}")
     if not root.is_dir():
         raise KitError(f"no data folder {root}: make download competition={slug} first (or data_dir=)")
@@ -116,11 +114,16 @@ def _spec(slug, found, keys, overrides):
     """The spec of a guess with the command line's keys (a metric that fits every task: reading
     the data does not need the competition's)."""
     spec = dataclasses.replace(Spec(slug), **keys, **sample_keys(found), data_dir=str(found.root))
+    spec = dataclasses.replace(_with_given(spec, overrides), metric="log_loss")
+    validate(spec)
+    return spec
+
+
+def _with_given(spec, overrides):
+    """`spec` with the command line's keys but the two init reads itself (metric, data_dir)."""
     for key, text in overrides.items():
         if key not in ("metric", "data_dir"):
             spec = override(spec, key, text)
-    spec = dataclasses.replace(spec, metric="log_loss")
-    validate(spec)
     return spec
 
 

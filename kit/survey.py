@@ -14,7 +14,7 @@ import pandas as pd
 from kit import KitError
 from kit.config import Spec
 from kit.container_index import catalog
-from kit.container_survey import image_sets
+from kit.container_survey import PIXELS, image_sets
 from kit.containers import FORM_OF, pixel_columns
 from kit.decode import IMAGE_EXTS
 from kit.layouts import split_long
@@ -23,7 +23,6 @@ SAMPLE = re.compile(r"sample.*sub.*\.csv$", re.I)
 LABEL_NAMES = ("label", "labels", "target", "class", "classes", "category", "diagnosis", "emotion", "y",
                "tags", "species", "breed", "landmark_id", "grapheme_root")
 GROUP = re.compile(r"^(patient|user|subject|group|study|case|individual|person|owner)([ _]?id)?$", re.I)
-PIXELS = 64  # a CSV with at least this many pixel columns (or values in one cell) is a pixel table
 
 
 @dataclass
@@ -123,6 +122,7 @@ def _train_csvs(found):
 def _csv(found):
     """A labels CSV whose id column names the image files of a folder, or a pixel table."""
     guesses = []
+    sets = [(images, _record_ids(found, images.keys)["id"].tolist()) for images in found.sets if images.keys]
     for csv in _train_csvs(found):
         header = pd.read_csv(found.root / csv, nrows=0, encoding="utf-8-sig").columns.tolist()
         if len(pixel_columns("pixel*", header)) >= PIXELS or len(pixel_columns("[0-9]*", header)) >= PIXELS:
@@ -141,15 +141,14 @@ def _csv(found):
                             "test_dir": found.test_dir or "test"}
                     why = {"id_column": f"its values name the {len(names)} image files in {folder}/"}
                     guesses += _with_labels(found, frame, column, keys, why)
-        for images in (s for s in found.sets if s.keys):
-            guesses += _labelled_records(found, csv, frame, images)
+        for images, ids in sets:
+            guesses += _labelled_records(found, csv, frame, images, ids)
     return guesses
 
 
-def _labelled_records(found, csv, frame, images):
-    """Guesses of a labels CSV whose id column names the records of a container set (by an id
-    field of theirs, an HDF5 key, or a row number)."""
-    ids = _record_ids(found, images.keys)["id"].tolist()
+def _labelled_records(found, csv, frame, images, ids):
+    """Guesses of a labels CSV whose id column names the records (`ids`) of a container set (by
+    an id field of theirs, an HDF5 key, or a row number)."""
     guesses = []
     for column in frame.columns:
         keys = {**images.keys, "train_csv": csv, "id_column": column}
