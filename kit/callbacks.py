@@ -53,7 +53,7 @@ class Validation(keras.callbacks.Callback):
             return math.nan
         try:
             return self.score(self.y, p)
-        except ValueError:  # e.g. AUC of a validation fold holding one class
+        except ValueError:  # labels sklearn refuses to score (ROC AUC's undefined folds are NaN already)
             return math.nan
 
 

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kit import KitError
+from kit import KitError, quoted
 from kit.backbones import BACKBONES, COMPARED
 from kit.checks import check_backbone
 from kit.kaggle.commands import (
@@ -101,25 +101,36 @@ def cmd_all(options):
     spec = spec_of(options)
     check_data(spec)
     start_tensorflow()
-    import tensorflow as tf
-
     from kit.report import cv_report
-    from kit.runs import variants
+    from kit.runs import run_of, variants
     from kit.submission import ensemble_submission
-    from kit.train import run_fold
 
     check_members(spec)  # a schedule or size one member cannot take fails now, not hours in
-    for member in (v.name for v in variants(spec)):
-        for fold in range(spec.n_folds):
-            try:  # each run's models and graphs are released when it returns: memory stays flat
-                run_fold(spec, member, fold, force)
-            except (MemoryError, tf.errors.ResourceExhaustedError) as e:
-                why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-                raise KitError(f"{member}/fold{fold} ran out of memory ({why}): the finished runs are "
-                               f"kept and make all again goes on from this one (a smaller batch_size or "
-                               f"image_size needs less)") from None
+    runs = [(v.name, fold) for v in variants(spec) for fold in range(spec.n_folds)]
+    skipped = [(member, fold) for member, fold in runs if _train_fold(spec, member, fold, force) is None]
+    busy = [(member, fold) for member, fold in skipped if not run_of(spec, member, fold).finished()]
+    if busy:  # the submission is of every run: another process's are waited for, not left out
+        print(f"waiting for {', '.join(f'{m}/fold{k}' for m, k in busy)}: another process is training "
+              f"{'it' if len(busy) == 1 else 'them'}", flush=True)
+    for member, fold in busy:  # finished there: kept (not forced again); left unfinished: resumed here
+        _train_fold(spec, member, fold, False, wait=True)
     cv_report(spec)
     ensemble_submission(spec, "auto")
+
+
+def _train_fold(spec, member, fold, force, wait=False):
+    """run_fold, where running out of memory is one line."""
+    import tensorflow as tf
+
+    from kit.train import run_fold
+
+    try:  # each run's models and graphs are released when it returns: memory stays flat
+        return run_fold(spec, member, fold, force, wait)
+    except (MemoryError, tf.errors.ResourceExhaustedError) as e:
+        why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise KitError(f"{member}/fold{fold} ran out of memory ({why}): the finished runs are kept and "
+                       f"make all again goes on from this one (a smaller batch_size or image_size needs "
+                       f"less)") from None
 
 
 def cmd_cv(options):
@@ -169,9 +180,8 @@ def cmd_spec(options):
     spec = spec_of(options)
     print(dump(spec), end="")
     data = check_data(spec)
-    shown = ", ".join(data.classes[:6]) + (", ..." if len(data.classes) > 6 else "")
     print(f"checked {spec.data_path}: {len(data.train)} training images ({len(data.classes)} classes: "
-          f"{shown}), {len(data.test)} test images", file=sys.stderr)
+          f"{quoted(data.classes, 6)}), {len(data.test)} test images", file=sys.stderr)
 
 
 def cmd_infer(options):

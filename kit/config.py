@@ -28,7 +28,8 @@ class Phase:
     name: str
     trainable: str = "none"  # what of the base trains: none | top:K (last K registry blocks) | all
     # | progressive: top:1, top:2, ... one round each, until a round does not beat the best val_loss
-    epochs: int = 10  # at most: the phase ends early when val_loss stops improving
+    epochs: int = field(kw_only=True)  # at most: the phase ends early when val_loss stops improving;
+    #                                    no default (a number nobody chose): a phase without it fails on load
     lr: float = 1e-3
     warmup: int = 0  # epochs of linear warm-up to `lr` at the start of the phase
     decay: str = "constant"  # constant | cosine (to 0 over the phase) | plateau (x0.2 when stuck)
@@ -41,7 +42,7 @@ class Phase:
 def _default_schedule():
     # The classic recipe: train the new head on the frozen base until validation loss stops
     # improving, then unfreeze the top block at a learning rate 100x lower.
-    return [Phase("head", "none", 20, 1e-3), Phase("finetune", "top:1", 20, 1e-5)]
+    return [Phase("head", "none", epochs=20, lr=1e-3), Phase("finetune", "top:1", epochs=20, lr=1e-5)]
 
 
 def _default_augment():
@@ -134,6 +135,7 @@ class Spec:
     #                             blocks, computed once: auto (when augmentation would only come
     #                             through feature_copies: none, or copies) | on | off
     cache_mb: int = 2048  # in-memory caches above this size go to disk
+    cache_dir: str = ""  # where caches on disk go ("": runs/<slug>/cache/); a kernel's: /tmp/kit-cache/
     mixed_precision: str = "auto"  # auto (on with a GPU/TPU) | off | float16 | bfloat16
     jit_compile: str = "auto"  # XLA: auto (on with a GPU/TPU) | on | off
     strategy: str = "auto"  # auto (TPU, several GPUs -> mirrored, else default) | default | mirrored
@@ -228,6 +230,8 @@ def build_spec(raw, where):
 def _build(cls, raw, where):
     hints = typing.get_type_hints(cls)
     raw = {k: WORDS[k].get(v, v) if k in WORDS and isinstance(v, str) else v for k, v in raw.items()}
+    if "name" in hints and isinstance(raw.get("name"), str):  # a phase's mistakes name the phase
+        where = f"{where}: phase {raw['name']}"
     unknown = [k for k in raw if k not in hints]
     if unknown:
         raise KitError(f"{where}: unknown key {unknown[0]!r}{suggest(str(unknown[0]), list(hints))}")

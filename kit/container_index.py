@@ -95,10 +95,42 @@ def _tfrecord(path, spec, wanted, image):
 
 
 def _hdf5(path, spec, wanted, image):
+    keys = hdf5_keys(path)
+    return pd.DataFrame({spec.id_column: keys, "_key": keys})
+
+
+def hdf5_keys(path):
+    """The entries at the top of an HDF5 file of one image each; another file is one line saying
+    what it holds (the images under a group, or stacked in one array)."""
     import h5py
     with h5py.File(path, "r") as f:
         keys = list(f.keys())
-    return pd.DataFrame({spec.id_column: keys, "_key": keys})
+        if not all(_one_image(f.get(k)) for k in keys[:8]):  # ISIC's 400k entries: a few tell
+            raise KitError(f"{path}: the kit reads an HDF5 file of one entry per image at its top, "
+                           f"keyed by id (ISIC 2024's); it holds {_contents(f)}: save the images as such "
+                           f"entries, or as one array in an .npy or .npz (image_form: numpy)")
+    return keys
+
+
+def _one_image(entry):
+    """Whether an HDF5 entry holds one image: encoded bytes, or pixels as kit/containers.py reads
+    them (H x W, H x W x C, C x H x W), not a stack of images, nor a group (which has no shape)."""
+    shape = getattr(entry, "shape", None)
+    if shape is None or len(shape) > 3:
+        return False
+    return len(shape) < 3 or bool({shape[0], shape[2]} & {1, 3, 4})
+
+
+def _contents(f, n=6):
+    """The first `n` datasets of an open HDF5 file, each as its path, shape and type."""
+    found = []
+
+    def take(name, entry):
+        if hasattr(entry, "shape"):
+            found.append(f"/{name} {entry.shape} {entry.dtype}")
+        return True if len(found) > n else None  # visititems stops at a value
+    f.visititems(take)
+    return ", ".join(found[:n]) + (", ..." if len(found) > n else "") if found else "no dataset"
 
 
 def _numpy(path, spec, wanted, image):

@@ -11,6 +11,7 @@ import numpy as np
 import yaml
 
 from kit import KitError
+from kit.container_index import hdf5_keys
 from kit.containers import FORM_OF, example_fields, tfrecord_spans
 
 PIXELS = 64  # at least this many values a row (columns, or numbers in one cell): a pixel table
@@ -110,6 +111,7 @@ def _tfrecord(root, train, test, other, given):
 
 
 def _hdf5(root, train, test, other, given):
+    hdf5_keys(sorted(Path(root).glob(train[0]))[0])  # a file of another shape is said now, with what it holds
     keys, why = _base("hdf5", train, test, other)
     return Images(keys, why)
 

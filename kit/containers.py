@@ -13,6 +13,7 @@ import csv
 import fnmatch
 import math
 import mmap
+import os
 import threading
 from pathlib import Path
 
@@ -42,8 +43,9 @@ def quoted(names, n=8):
 class Reader:
     """Reads an image by its name (a file's path or a record's) as (size, size, 3) uint8 RGB."""
 
-    def __init__(self, pixels="pixel*", shape=(), image="image", window=()):
+    def __init__(self, pixels="pixel*", shape=(), image="image", window=(), id_column=""):
         self.settings = dict(pixels=pixels, shape=list(shape), image=image, window=list(window))
+        self.id_column = id_column  # names a broken record; kept out of settings, the image cache's key
         self._open, self._lock = {}, threading.Lock()
 
     def read(self, name, size=None):
@@ -56,16 +58,19 @@ class Reader:
             return read_rgb(name, size)
         if key.startswith(MISSING):
             raise BadImage(name, f"no record in the {form} files has this id")
-        with self._lock:
-            if container not in self._open:
-                if not Path(container).is_file():
-                    raise BadImage(name, "the file is missing")
-                self._open[container] = OPENERS[form](container, self.settings)
-        return self._open[container].read(name, key, size)
+        opened = self._open.get(container)
+        if opened is None:  # the lock only while a container opens: reads run in parallel
+            with self._lock:
+                if container not in self._open:
+                    if not Path(container).is_file():
+                        raise BadImage(name, "the file is missing")
+                    self._open[container] = OPENERS[form](container, {**self.settings, "id": self.id_column})
+                opened = self._open[container]
+        return opened.read(name, key, size)
 
 
 def reader(spec):
-    return Reader(spec.pixels, spec.image_shape, spec.record_image, spec.dicom_window)
+    return Reader(spec.pixels, spec.image_shape, spec.record_image, spec.dicom_window, spec.id_column)
 
 
 def shape_of(count, shape, where):
@@ -165,6 +170,8 @@ class _Parquet:
             check_shape(path, len(self.columns), self.shape)
         self.batch = 256 if self.encoded else max(64, (32 << 20) // len(self.columns))
         self.batches, self.stream, self.lock = {}, None, threading.Lock()
+        self.id_column = settings["id"] if settings["id"] in names else None
+        self.ids = None  # the id column, read on the first broken row
 
     def _batch(self, start):
         with self.lock:
@@ -185,7 +192,12 @@ class _Parquet:
         row = int(key)
         if not 0 <= row < self.file.metadata.num_rows:
             raise BadImage(name, "no such row")
-        values = self._batch(row - row % self.batch)[row % self.batch]
+        try:
+            return self._image(name, self._batch(row - row % self.batch)[row % self.batch], size)
+        except BadImage as e:  # a broken image is looked up by its id, not its row
+            raise BadImage(name, f"{self._id(row)}{e.reason}") from None
+
+    def _image(self, name, values, size):
         if self.encoded:
             data = values.get("bytes") if isinstance(values, dict) else values  # Hugging Face: {bytes, path}
             if not isinstance(data, bytes):
@@ -193,6 +205,14 @@ class _Parquet:
                                      f"bytes")
             return read_rgb(name, size, data=data)
         return pixels_rgb(name, values, shape_of(values.size, self.shape, name), size)
+
+    def _id(self, row):
+        if self.id_column is None:
+            return ""
+        with self.lock:
+            if self.ids is None:
+                self.ids = self.file.read(columns=[self.id_column]).column(0).to_pylist()
+        return f"{self.id_column} {str(self.ids[row])!r}: "
 
 
 class _TFRecord:
@@ -251,20 +271,41 @@ def example_fields(name, data):
 
 
 class _Hdf5:
-    """An HDF5 file of entries keyed by id: encoded image bytes (ISIC 2024) or a pixel array."""
+    """An HDF5 file of entries keyed by id: encoded image bytes (ISIC 2024) or a pixel array.
+
+    h5py runs one call at a time in a process (its lock, and HDF5's), so it is asked only where an
+    entry's bytes lie; they are read by os.pread and decoded outside any lock: records read in
+    parallel, as files do. Entries stored otherwise (chunked, compressed, variable-length) are
+    read by h5py."""
 
     def __init__(self, path, settings):
         import h5py
-        self.file, self.lock = h5py.File(path, "r"), threading.Lock()
+        self.h5py, self.file = h5py, h5py.File(path, "r")
+        self.raw = open(path, "rb")  # a file object, not a bare fd: closed when the reader goes
 
     def read(self, name, key, size):
-        with self.lock:  # h5py serialises access anyway; the lock keeps its handle to one thread
-            if key not in self.file:
-                raise BadImage(name, "no such entry")
-            value = self.file[key][()]
-        if isinstance(value, (bytes, np.void)) or getattr(value, "ndim", 0) == 1:
-            return read_rgb(name, size, data=value.tobytes() if hasattr(value, "tobytes") else value)
-        return resized(array_rgb(name, np.asarray(value)), size)
+        value = self._value(name, key)
+        if value.dtype.kind in "SV" or value.ndim == 1 and value.dtype.kind in "iu":
+            return read_rgb(name, size, data=value.tobytes())
+        if value.dtype.kind not in "iuf" or value.ndim not in (2, 3):
+            raise BadImage(name, f"the entry holds {value.dtype} of shape {value.shape}, neither an encoded "
+                                 f"image nor one image's pixels")
+        return resized(array_rgb(name, value), size)
+
+    def _value(self, name, key):
+        try:
+            entry = self.h5py.h5d.open(self.file.id, key.encode())
+        except KeyError:  # missing, or a group
+            raise BadImage(name, "no such entry") from None
+        dtype, shape = entry.dtype, entry.shape
+        nbytes, offset = dtype.itemsize * math.prod(shape), entry.get_offset()
+        plain = dtype.kind in "SViuf" and not (dtype.fields or dtype.subdtype)  # stored as numpy lays it out
+        if offset is None or entry.get_storage_size() != nbytes or not plain:
+            return np.asarray(self.h5py.Dataset(entry)[()])
+        data = os.pread(self.raw.fileno(), nbytes, offset)
+        if len(data) < nbytes:
+            raise BadImage(name, "the file is truncated")
+        return np.frombuffer(data, dtype).reshape(shape)
 
 
 class _Numpy:
@@ -272,15 +313,17 @@ class _Numpy:
     use: a zip cannot be mapped); a record is `<row>` of a .npy, `<array>/<row>` of an .npz."""
 
     def __init__(self, path, settings):
-        self.path, self.shape, self.arrays = path, settings["shape"], {}
+        self.path, self.shape, self.arrays, self.lock = path, settings["shape"], {}, threading.Lock()
 
     def _array(self, name):
         if name not in self.arrays:
-            if self.path.endswith(".npz"):
-                with np.load(self.path) as archive:
-                    self.arrays[name] = archive[name]
-            else:
-                self.arrays[name] = np.load(self.path, mmap_mode="r")
+            with self.lock:  # threads asking at once load an .npz array once
+                if name not in self.arrays:
+                    if self.path.endswith(".npz"):
+                        with np.load(self.path) as archive:
+                            self.arrays[name] = archive[name]
+                    else:
+                        self.arrays[name] = np.load(self.path, mmap_mode="r")
         return self.arrays[name]
 
     def read(self, name, key, size):

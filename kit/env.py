@@ -154,3 +154,19 @@ def cores():
 def worker_count(workers):
     """`workers` threads for images (0: one per core), never more than the cores."""
     return min(workers or cores(), cores())
+
+
+def available_memory():
+    """Bytes of memory this process may still take: the system's available memory, or less
+    under a container's limit (cgroup v2, as in a Kaggle kernel)."""
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        free = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        limit, used = (Path("/sys/fs/cgroup", name).read_text().strip()
+                       for name in ("memory.max", "memory.current"))
+        return min(free, int(limit) - int(used)) if limit != "max" else free
+    except (OSError, ValueError):
+        return free

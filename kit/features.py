@@ -17,6 +17,7 @@ import numpy as np
 
 from kit import KitError
 from kit.augment import COPY_EPOCH, augmented_views
+from kit.files import reserve
 from kit.inputs import eval_batches
 
 
@@ -36,9 +37,13 @@ def cache_bytes(net, n_images, n_views):
     return n_views * n_images * math.prod(shape) * np.dtype(net.outputs[0].dtype).itemsize
 
 
-def room(nbytes, limit_mb, folder=None):
+WITHOUT = {"head": "feature_cache: false", "prefix": "prefix_cache: off"}  # the keys doing without each
+
+
+def room(nbytes, limit_mb, folder=None, keys=WITHOUT["prefix"]):
     """Where `nbytes` of outputs go: memory under `limit_mb`, else a file in `folder` (the
-    system's temporary folder); one line, before any work, when the disk has no room."""
+    system's temporary folder); one line, before any work, when the disk has no room, naming
+    `keys` that do without it."""
     if nbytes <= limit_mb * 2**20:
         return "memory"
     folder = folder or tempfile.gettempdir()
@@ -46,25 +51,28 @@ def room(nbytes, limit_mb, folder=None):
     free = shutil.disk_usage(folder).free
     if nbytes > free:
         raise KitError(f"the cached outputs need {nbytes / 2**30:.1f} GiB on disk and {folder} has "
-                       f"{free / 2**30:.1f} GiB free: free some, or set prefix_cache: off or fewer "
-                       f"feature_copies")
+                       f"{free / 2**30:.1f} GiB free: free some, or set {keys} or fewer feature_copies")
     return folder
 
 
-def extract(net, images, indices, batch_size, views, limit_mb, workers=0, folder=None):
+def extract(net, images, indices, batch_size, views, limit_mb, workers=0, folder=None,
+            keys=WITHOUT["prefix"]):
     """(views, images, *output shape) outputs of `net` (a frozen part of the model), batch by
     batch, in the precision it computes: in memory when under `limit_mb`, else in a file (deleted
-    with the array)."""
+    with the array; its blocks claimed first, so a disk that fills is an OSError, not a Bus error)."""
     shape = (len(views), len(indices), *net.outputs[0].shape[1:])
     dtype = np.dtype(net.outputs[0].dtype)
-    where = room(cache_bytes(net, len(indices), len(views)), limit_mb, folder)
+    where = room(cache_bytes(net, len(indices), len(views)), limit_mb, folder, keys)
     if where == "memory":
         out = np.empty(shape, dtype)
     else:
         fd, path = tempfile.mkstemp(suffix=".npy", dir=where)
         out = np.lib.format.open_memmap(path, "w+", dtype, shape)
         os.close(fd)
-        os.unlink(path)  # the mapping lives on; the disk space goes with it
+        try:
+            reserve(path, os.path.getsize(path), f"the cached outputs in {where}")
+        finally:
+            os.unlink(path)  # the mapping lives on; the disk space goes with it
     for v, view in enumerate(views):
         start = 0
         for x in eval_batches(images, indices, batch_size, workers=workers, view=view, pad=True):
@@ -74,10 +82,11 @@ def extract(net, images, indices, batch_size, views, limit_mb, workers=0, folder
     return out
 
 
-def fold_features(spec, net, fold, augment, batch_size, folder=None):
+def fold_features(spec, net, fold, augment, batch_size, folder=None, source="prefix"):
     """(outputs of `net` for the fold's training images and their `feature_copies` augmented
-    copies, for its validation images)."""
+    copies, for its validation images). `source`: head (pooled outputs) or prefix."""
     views = [None, *augmented_views(augment, spec.seed, COPY_EPOCH, spec.feature_copies)]
-    train = extract(net, fold.images, fold.train_idx, batch_size, views, spec.cache_mb, spec.workers, folder)
-    val = extract(net, fold.images, fold.val_idx, batch_size, [None], spec.cache_mb, spec.workers, folder)[0]
+    where = dict(limit_mb=spec.cache_mb, workers=spec.workers, folder=folder, keys=WITHOUT[source])
+    train = extract(net, fold.images, fold.train_idx, batch_size, views, **where)
+    val = extract(net, fold.images, fold.val_idx, batch_size, [None], **where)[0]
     return train, val

@@ -1,5 +1,6 @@
 """Reading and writing files: CSVs read as text, atomic writes (a crash or a kill never leaves a
 half-written prediction, model or submission), and locks (one process at a time)."""
+import errno
 import fcntl
 import os
 import shutil
@@ -31,6 +32,24 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def reserve(path, nbytes, shown=None):
+    """Claim a file's `nbytes` of disk now, before it is memory-mapped and written: a full disk is
+    then an OSError (ENOSPC, naming `shown`) here, not a Bus error at some later write into the
+    mapping. A filesystem without fallocate allocates as the writes come, as before."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(e.errno, e.strerror, str(shown or path)) from None
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+    finally:
+        os.close(fd)
 
 
 def replace_folder(new, folder):

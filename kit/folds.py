@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 
-from kit import KitError
+from kit import KitError, quoted
 from kit.cache import Images, Joined, competition_images
 from kit.checks import check_backbone
 from kit.config import check_fold
@@ -130,13 +130,13 @@ def load_fold(spec, backbone, fold, log=None, data=None, member=None):
     fold_of = load_folds(spec, data)
     if log:
         log(f"{spec.slug} / {member or backbone} / fold {fold}: {size}px, {len(data.train)} train images, "
-            f"{len(data.test)} test images, classes: {', '.join(data.classes[:10])}")
+            f"{len(data.test)} test images, classes: {quoted(data.classes, 10)}")
     for note in data.notes if log else []:
         log(note)
     if log and data.unlabelled:
         log(f"{len(data.unlabelled)} images in the train files have no label: not used "
             f"(e.g. {data.unlabelled[0]})")
-    images, test_images, bad = competition_images(spec, data, size)
+    images, test_images, bad = competition_images(spec, data, size, log)
     usable = ~data.train["path"].isin(list(bad)).to_numpy()
     f = Fold(fold, spec.task, data, images, test_images, bad, np.flatnonzero((fold_of != fold) & usable),
              np.flatnonzero((fold_of == fold) & usable), data.y)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from kit import KitError
+from kit import KitError, quoted
 from kit.checks import validate
 from kit.config import SPEC_DIRS, Phase, Spec, build_spec, override
 from kit.containers import reader
@@ -46,7 +46,7 @@ def init(slug, overrides=None, force=False, folder=SPEC_DIRS[0], ask_metric=None
         keys["data_dir"] = overrides["data_dir"]
     if "task" not in keys:  # the labels as the layout reads them: one per image
         keys["task"], why["task"] = single_label_task(found, len(data.classes))
-    why["task"] += f": {', '.join(data.classes[:8])}{', ...' if len(data.classes) > 8 else ''}"
+    why["task"] += f": {quoted(data.classes, 8)}"
     if keys["task"] == "binary":
         why["task"] += f"; the submission holds P({data.classes[1]}) (classes: [negative, positive] turns it)"
     if found.other_samples:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kit import KitError
+from kit import KitError, quoted
 from kit.container_index import catalog, container_files
 from kit.containers import pixel_columns
 from kit.decode import IMAGE_EXTS
@@ -168,7 +168,7 @@ def _long(spec, root, notes):
     split = split_long(ids, classes)
     if split is None:
         raise KitError(f"{path}: layout long needs ids <image>_<class> with one row per image and class "
-                       f"(classes: {', '.join(map(str, classes[:8]))})")
+                       f"(classes: {quoted(classes, 8)})")
     values = frame[spec.target_column].to_numpy()
     table = pd.DataFrame({"image": split[0], "class": split[1], "value": values})
     wide = table.pivot(index="image", columns="class", values="value")

@@ -7,10 +7,13 @@ Keras and the prediction files hold a binary task as one column, (n, 1): `as_col
 `from_columns` cross that border, in this module only.
 """
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn import metrics as skm
+
+from kit import quoted
 
 
 def as_columns(task, a):
@@ -60,6 +63,10 @@ def _log_loss(y, p):
 
 
 def _roc_auc(y, p):
+    # A class no image holds: sklearn warns (1.6+) or raises at every call; the kit scores NaN
+    # quietly and `undefined` says why, once
+    if _one_sided(y, 2 if p.ndim == 1 else p.shape[1]):
+        return math.nan
     if _task(y, p) == "multiclass":
         return skm.roc_auc_score(y, p, multi_class="ovr", labels=list(range(p.shape[1])))
     return skm.roc_auc_score(y, p)  # binary, or macro over multilabel columns
@@ -84,6 +91,34 @@ METRICS = {
     "f2": Metric(functools.partial(skm.fbeta_score, beta=2, average="samples", zero_division=0), True,
                  ("multilabel",), kaggle=("mean f2 score", "f2 score", "mean f2")),
 }
+
+
+def _one_sided(y, n_classes):
+    """(class, whether every image holds it) of each class ROC AUC cannot rank among labels `y`:
+    one no image holds, or (multilabel) one every image holds."""
+    if y.ndim == 2:
+        held = y.sum(0)
+        return [(k, bool(h)) for k, h in enumerate(held) if h in (0, len(y))]
+    present = set(np.unique(y).astype(int).tolist())
+    return [(k, False) for k in range(n_classes) if k not in present]
+
+
+def undefined(name, y, classes):
+    """Why metric `name` is undefined on labels `y` (a fold's validation images: n_folds above a
+    class's count leaves one without it), or "" when it is defined."""
+    if name != "roc_auc":
+        return ""
+    sides = _one_sided(np.asarray(y), len(classes))
+    none, every = [classes[k] for k, held in sides if not held], [classes[k] for k, held in sides if held]
+    said = ([f"hold no {quoted(none)}"] if none else []) + ([f"all hold {quoted(every)}"] if every else [])
+    return "; ".join(said)
+
+
+def undefined_fold(name, fold, y, classes):
+    """One line when metric `name` is undefined on fold `fold`'s validation labels `y`, else ""."""
+    why = undefined(name, y, classes)
+    return why and (f"fold {fold}'s validation images {why}: its {name} is undefined; CV is the pooled "
+                    f"OOF score")
 
 
 def kaggle_metric(listed):

@@ -43,15 +43,25 @@ def flag(options, key):
 
 
 def spec_of(options, submission=""):
-    """The spec of competition=, or of the competition a `submission` file was made for (its
-    .json, or its name), else of the demo; the other keys override it."""
+    """The spec of competition=, or of the competition a `submission` file was made for, else of
+    the demo; the other keys override it."""
     named = options.pop("competition", None)
     if not named and submission:
-        about = Path(submission).with_suffix(".json")
-        made = json.loads(about.read_text()) if about.is_file() else {}
-        found = re.match(r"(.+)-\d{8}T\d{6}Z-", Path(submission).name)
-        named = made.get("competition") or (found and found[1])
+        named = _made_for(Path(submission))
     return load_spec(named or "demo", options)
+
+
+def _made_for(submission):
+    """The competition a submission names: its .json's (make ensemble, make infer), or its name's
+    (<competition>-<time>-<method>.csv). Never the demo by default: its sample would judge the file."""
+    about = submission.with_suffix(".json")
+    made = json.loads(about.read_text()) if about.is_file() else {}
+    found = re.match(r"(.+)-\d{8}T\d{6}Z-", submission.name)
+    named = made.get("competition") or (found and found[1])
+    if not named and submission.is_file():  # a missing file is said by the command, as it is
+        raise KitError(f"{submission} names no competition (no {about.name} beside it, and its name is not "
+                       f"<competition>-<time>-<method>.csv): give competition=<slug>")
+    return named
 
 
 def check_data(spec):
@@ -144,11 +154,14 @@ def fold_args(options):
 
 
 def submission_file(spec, file):
-    """The file given, or the newest submission of the competition."""
+    """The file given, or the newest submission of the competition (never a -partial one)."""
     if file:
         return Path(file)
     found = sorted(Path("submissions").glob(f"{spec.slug}-*.csv"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise KitError(f"no submission of {spec.slug} under submissions/: make ensemble first, or give file=")
+    if found[-1].stem.endswith("-partial"):  # of unfinished runs: submitted only when named
+        raise KitError(f"the newest submission of {spec.slug}, {found[-1]}, is of unfinished runs (its .json "
+                       f"lists them): make ensemble once they are, or give file= to submit it anyway")
     print(f"file: {found[-1]} (the newest for {spec.slug})")
     return found[-1]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kit.config import Phase
-from kit.features import room
+from kit.features import WITHOUT, room
 from kit.prefix import cut
 from kit.pretrained import block_factors, set_trainable
 from kit.runs import cache_dir
@@ -70,12 +70,15 @@ def _source(spec, phase, tensor, augment):
     return None, f"{phase.trainable} leaves nothing frozen below it" if asked and tensor is None else None
 
 
-def check_room(spec, plans, n_images):
-    """Every phase's prefix cache against the disk, before any work: one line if one would not
-    fit, with the size it needs."""
-    for plan in (plan for rounds in plans for plan in rounds if plan.source == "prefix"):
-        per_image = math.prod(plan.cut.shape[1:]) * np.dtype(plan.cut.dtype).itemsize
-        room(per_image * n_images * (spec.feature_copies + 1), spec.cache_mb, cache_dir(spec))
+def check_room(spec, plans, base, n_images):
+    """Every phase's cached outputs (the head's features, a prefix's outputs) against the disk,
+    before any work: one line if one would not fit, with the size it needs."""
+    for plan in (plan for rounds in plans for plan in rounds if plan.source):
+        out = plan.cut if plan.source == "prefix" else base.outputs[0]  # the head's: pooled over space
+        shape = out.shape[1:] if plan.source == "prefix" else out.shape[-1:]
+        per_image = math.prod(shape) * np.dtype(out.dtype).itemsize
+        need = per_image * n_images * (spec.feature_copies + 1)
+        room(need, spec.cache_mb, cache_dir(spec), WITHOUT[plan.source])
 
 
 def open_plan(base, blocks, plan):

@@ -6,6 +6,7 @@ import matplotlib
 matplotlib.use("Agg")  # no screen on servers and kernels
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
 
 from kit.files import atomic_path  # noqa: E402
@@ -39,7 +40,8 @@ def plot_folds(histories, path, title, metric):
     for fold, history in histories.items():
         for ax, column in zip(axes, ("val_loss", f"val_{metric}")):
             if column in history:  # runs from before the kit kept the metric have no such column
-                ax.plot(history["epoch"], history[column].astype(float), label=f"fold {fold}")
+                values = pd.to_numeric(history[column], errors="coerce")  # "" in the file: undefined (NaN)
+                ax.plot(history["epoch"], values, label=f"fold {fold}")
     for ax, name in zip(axes, ("validation loss", f"validation {metric}")):
         _label(ax, name)
     fig.suptitle(title)

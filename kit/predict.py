@@ -8,7 +8,7 @@ from kit.config import check_fold
 from kit.folds import load_fold
 from kit.inputs import eval_batches
 from kit.members import member_spec
-from kit.metrics import from_columns, spec_score
+from kit.metrics import from_columns, spec_score, undefined_fold
 from kit.model import releasing  # importing kit.model registers the kit's layers, for loading
 from kit.pretrained import load_model
 from kit.runs import run_of
@@ -42,6 +42,9 @@ def write_predictions(spec, model, fold, batch, augment, run):
     run.write_predictions(task, data.classes, data.train["id"].to_numpy()[fold.val_idx], oof,
                           data.test["id"], test)
     run.record(tta=list(spec.tta), tta_augment=spec.tta_augment)  # what a release must predict with
+    why = undefined_fold(spec.metric, fold.index, data.y[fold.val_idx], data.classes)
+    if why:  # said once, here, rather than by sklearn at every epoch
+        run.log(why)
     return spec_score(spec, data.y[fold.val_idx], oof)
 
 

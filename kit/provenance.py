@@ -19,10 +19,10 @@ from kit.runs import variant
 
 # Spec keys that leave what a run learns unchanged: where files are, how fast it goes, what is
 # done with its predictions. Any other key that changed makes a finished run stale.
-AFTER = {"runs_dir", "data_dir", "workers", "image_cache", "cache_mb", "tta", "tta_augment", "metric",
-         "postprocess", "min_labels", "max_labels", "threshold", "clip", "submission", "kernel_datasets",
-         "kernel_gpu", "kernel_internet", "backbones", "seeds", "image_sizes", "average_seeds",
-         "pseudo_threshold", "test_ids", "test_dir", "sample_submission", "source"}
+AFTER = {"runs_dir", "data_dir", "workers", "image_cache", "cache_mb", "cache_dir", "tta", "tta_augment",
+         "metric", "postprocess", "min_labels", "max_labels", "threshold", "clip", "submission",
+         "kernel_datasets", "kernel_gpu", "kernel_internet", "backbones", "seeds", "image_sizes",
+         "average_seeds", "pseudo_threshold", "test_ids", "test_dir", "sample_submission", "source"}
 
 # What a run learnt from, as config.yaml's checksums (labels: recorded since 2026-11-28).
 DATA = {"train_ids_sha1": "training images", "labels_sha1": "labels", "folds_sha1": "folds"}

@@ -3,7 +3,8 @@ ensemble, kernels and collect read it; any subset of finished runs can be ensemb
 
     runs/<slug>/
         folds.csv                the fold of every training image, made once (kit/folds.py)
-        cache/                   decoded images kept on disk, shared by every run at one size
+        cache/                   decoded images and outputs kept on disk, shared by every run at one
+                                 size (or <cache_dir>/<slug>/: a kernel's is /tmp/kit-cache)
         kernels/                 push-ready kernel bundles (kit/kaggle/bundle.py)
         cv.csv, report.md, report/    the CV table and its figures (kit/report.py)
         <member>/fold<k>/        one run of a member: a backbone, or one of its variants
@@ -47,10 +48,10 @@ class Run:
     def finished(self):
         return self.test.is_file() and self.oof.is_file()
 
-    def claim(self):
-        """A lock on the run: True while this process alone may train or replace it, False at
-        once when another process has it (kit/files.locked)."""
-        return locked(self.path / ".lock", wait=False)
+    def claim(self, wait=False):
+        """A lock on the run: True while this process alone may train or replace it; when another
+        process has it, False at once, or with `wait` True once it lets go (kit/files.locked)."""
+        return locked(self.path / ".lock", wait=wait)
 
     def log(self, message, screen=True):
         """Print, and keep in log.txt (a resumed run's log goes on)."""
@@ -159,7 +160,7 @@ def folds_file(spec):
 
 
 def cache_dir(spec):
-    return spec.runs_path / "cache"
+    return Path(spec.cache_dir) / spec.slug if spec.cache_dir else spec.runs_path / "cache"
 
 
 def kernels_dir(spec):

@@ -8,7 +8,7 @@ Formats (spec key `submission`, `auto` reads them off the sample submission):
     long         one row per image and class (`<image>_<class>`), its probability (or 0/1 for a
                  hard metric)                                        RSNA intracranial hemorrhage
 """
-from kit import KitError
+from kit import KitError, quoted
 from kit.files import read_csv
 from kit.layouts import split_long
 from kit.metrics import METRICS
@@ -30,9 +30,9 @@ def submission_format(spec, sample, classes):
         fmt = "label"
     if fmt == "per_class" and sorted(values) != sorted(classes):
         unseen = sorted(set(values) - set(classes))
-        raise KitError(f"submission per_class: the sample submission's columns ({', '.join(values)}) "
-                       f"are not the classes ({', '.join(classes)})"
-                       f"{f'; no training image is labelled {unseen[0]}' if unseen else ''}")
+        raise KitError(f"submission per_class: the sample submission's columns ({quoted(values)}) "
+                       f"are not the classes ({quoted(classes)})"
+                       f"{f'; no training image is labelled {unseen[0]!r}' if unseen else ''}")
     if not values:
         raise KitError(f"the sample submission has only its id column ({sample.columns[0]}): no value column")
     if fmt != "per_class" and len(values) != 1:
@@ -40,7 +40,7 @@ def submission_format(spec, sample, classes):
                        f"{len(values)}: {', '.join(values)}")
     if fmt == "long" and split_long(sample.iloc[:, 0], classes) is None:
         raise KitError(f"submission long: the sample submission's ids are not <image>_<class> with one row "
-                       f"per image and class ({', '.join(classes[:6])})")
+                       f"per image and class ({quoted(classes, 6)})")
     fits = {"probability": ("binary",), "labels": ("multilabel",), "label": ("binary", "multiclass")}
     if spec.task not in fits.get(fmt, (spec.task,)):
         raise KitError(f"submission {fmt} does not fit a {spec.task} task")

@@ -1,6 +1,7 @@
 """Submission CSVs shaped exactly like the competition's sample submission (its format: kit/sample_format.py),
 their validation, and the ensemble's submission (the command behind `make ensemble`)."""
 import datetime
+import itertools
 import json
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from kit import KitError
-from kit.data import load_classes, load_data
+from kit.data import load_classes, load_ids
 from kit.ensemble import apply, choose, labels_of, load_members
 from kit.files import read_csv, write_csv, write_text
 from kit.layouts import split_long
@@ -70,12 +71,20 @@ def submitted(spec, sample, classes, test_ids, tests, method, ensemble, postproc
 def write(spec, submission, method, about, folder="submissions"):
     """submissions/<slug>-<UTC time>-<method>.csv (atomically), with a .json of what made it."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path, n = Path(folder) / f"{spec.slug}-{stamp}-{method}.csv", 1
-    while path.exists():  # never overwrite a submission
-        n += 1
-        path = Path(folder) / f"{spec.slug}-{stamp}-{method}-{n}.csv"
-    write_csv(path, submission, FLOAT)
-    write_text(path.with_suffix(".json"), json.dumps(about, indent=1) + "\n")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        path = Path(folder) / f"{spec.slug}-{stamp}-{method}{f'-{n}' if n > 1 else ''}.csv"
+        try:  # the name taken at once: two processes in the same second never overwrite each other
+            path.open("x").close()
+            break
+        except FileExistsError:
+            continue
+    try:
+        write_csv(path, submission, FLOAT)
+        write_text(path.with_suffix(".json"), json.dumps(about, indent=1) + "\n")
+    except BaseException:  # no empty file left for make submit to take as the newest submission
+        path.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -162,8 +171,9 @@ def check(path, spec):
 def ensemble_submission(spec, method="auto"):
     """Ensemble whatever runs are finished into submissions/<slug>-<time>-<method>.csv: by
     `method`, or (auto) by the one whose honest CV is best; post-processed as the spec says
-    (auto: when its honest CV is better), with the parameters refitted on every fold's OOF."""
-    data = load_data(spec)
+    (auto: when its honest CV is better), with the parameters refitted on every fold's OOF.
+    Runs of the spec not finished (missing, or training now) make it -partial.csv, and say so."""
+    data = load_ids(spec)  # the predictions are made: no image is looked at
     members, missing = load_members(spec, data)
     chosen, choices = choose(spec, members, labels_of(data), method)
     e = chosen.ensemble
@@ -172,23 +182,25 @@ def ensemble_submission(spec, method="auto"):
     runs = [f"{part}/fold{k}" for m in members for part, k in m.runs]  # each seed averaged
     about = {"competition": spec.slug, "method": name, "metric": spec.metric, "cv": round(chosen.score, 6),
              "cv_without_postprocess": round(chosen.cv, 6), "members": [m.name for m in members],
-             "ensemble": e.params, "postprocess": params, "runs": runs, "missing": missing}
+             "ensemble": e.params, "postprocess": params, "runs": runs, "missing": missing,
+             "partial": bool(missing)}
     sample = read_csv(spec.data_path / spec.sample_submission, "sample submission")
     tests = [probabilities(spec.task, m.test) for m in members]
     ids = data.test["id"].tolist()
     submission = submitted(spec, sample, data.classes, ids, tests, e.method, e.params, params)
-    path = write(spec, submission, name, about)
+    path = write(spec, submission, name + ("-partial" if missing else ""), about)
     if method == "auto":
         others = ", ".join(f"{c.ensemble.method}{'+pp' if c.apply_postprocess else ''} {c.score:.5f}"
                            for c in choices if c is not chosen)
         print(f"chose {name}: the best honest CV ({chosen.score:.5f}{'; ' + others if others else ''})")
     print(f"ensemble ({name}) of {len(runs)} runs: {', '.join(runs)}")
-    if missing:
-        print(f"not finished, left out: {', '.join(missing)}")
     if "weights" in e.params and e.method == "weighted":
         print("weights: " + ", ".join(f"{m.name} {w:.4g}" for m, w in zip(members, e.params["weights"])))
     if params:
         print(f"post-processing (fitted on every fold's OOF): {params}")
     print(f"OOF {spec.metric} (honest): {chosen.score:.5f} on {len(e.ids)} images")
     print(f"wrote {path}")
+    if missing:  # last: a partial submission validates and would otherwise pass for the final one
+        print(f"partial: {len(missing)} of {len(missing) + len(runs)} runs are not finished "
+              f"({', '.join(missing)}): not the final submission; make ensemble again once they are")
     return path

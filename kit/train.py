@@ -16,9 +16,9 @@ from kit.callbacks import AverageWeights, Tracker, Validation, history_columns, 
 from kit.checkpoint import Checkpoint, RunState
 from kit.checks import check_backbone
 from kit.config import Spec, check_fold
-from kit.data import load_data
+from kit.data import load_data, load_ids
 from kit.env import cores, resolve_weights
-from kit.features import cache_bytes, fold_features, head_of, pooled_of
+from kit.features import WITHOUT, cache_bytes, fold_features, head_of, pooled_of, room
 from kit.files import atomic_path, write_csv
 from kit.folds import Fold, load_fold
 from kit.inputs import eval_batches, feature_stream, on_device, train_stream
@@ -35,22 +35,25 @@ from kit.sample_format import check_sample
 
 
 @releasing
-def run_fold(spec, member, fold, force=False):
-    """Train fold `fold` of `member` (a backbone, or a variant of one: kit/runs.Variant), unless
-    another process is at it. A finished run is kept unless `force`, and a killed one resumes,
-    as long as the data and the settings are still those it was trained with."""
+def run_fold(spec, member, fold, force=False, wait=False):
+    """Train fold `fold` of `member` (a backbone, or a variant of one: kit/runs.Variant) and return
+    its run folder; None when another process is at it, or with `wait`, once that one is done
+    (what it finished is kept, what it left unfinished resumes here). A finished run is kept
+    unless `force`, and a killed one resumes, as long as the data and the settings are still
+    those it was trained with."""
     backbone, spec = member_spec(spec, member)
     check_fold(spec, fold)
     run = run_of(spec, member, fold)
-    with run.claim() as mine:
+    with run.claim(wait) as mine:
         if not mine:
             print(f"{run.path} is being trained by another process: skipped", flush=True)
-            return run.path
-        data = load_data(spec)
+            return None
+        kept = run.finished() and not force
+        data = load_ids(spec) if kept else load_data(spec)  # a finished run's checks need no image found
         check_sample(spec, data.classes)
         if (run.finished() or run.checkpoint.is_dir()) and not force:
             check_trained_on(spec, backbone, run, data)
-        if run.finished() and not force:
+        if kept:
             print(f"{run.path} is finished: force=1 trains it again", flush=True)
             return run.path
         try:
@@ -71,7 +74,7 @@ def _train(spec, member, backbone, fold, run, force, data):
     t = Trainer(spec, f, model, base, entry.blocks, device, Augmenter(serialized(spec.augment)), checkpoint,
                 state, run.log)
     plans = schedule_plans(spec, base, entry.blocks, t.augment)  # each phase resolved once, before any work
-    check_room(spec, plans, len(f.train_idx))
+    check_room(spec, plans, base, len(f.train_idx))
     if spec.workers > cores():
         run.log(f"workers {spec.workers}: this machine has {cores()} cores, {cores()} threads used")
     on = [f"{k} {getattr(spec, k)}" for k in OPTIONS if getattr(spec, k) != OPTION_DEFAULTS[k]]
@@ -197,6 +200,17 @@ class Trainer:
             return None
         return balanced_weights(self.fold.y[self.fold.train_idx], len(self.fold.data.classes))
 
+    def _outputs(self, net, mode):
+        """(training, validation) outputs of a frozen part of the model, `mode` head or prefix: its
+        size and room said first."""
+        f, copies = self.fold, self.spec.feature_copies
+        need = cache_bytes(net, len(f.train_idx) * (copies + 1) + len(f.val_idx), 1)
+        where = room(need, self.spec.cache_mb, cache_dir(self.spec), WITHOUT[mode])
+        what = "head features" if mode == "head" else "frozen prefix"
+        self.log(f"{what}: {need / 2**20:.0f} MiB of outputs for {len(f.train_idx)} images x {copies + 1} "
+                 f"view(s), {'in' if where == 'memory' else 'on disk in'} {where}")
+        return fold_features(self.spec, net, f, self.augment, self.batch, cache_dir(self.spec), mode)
+
     def _inputs(self, epochs, plan, pooled):
         """(training stream, steps per epoch, validation callback) for `epochs` of a phase."""
         spec, f, batch, mode = self.spec, self.fold, self.batch, plan.source
@@ -204,17 +218,12 @@ class Trainer:
         if self._objective().one_hot(spec.task):
             y_train = np.eye(len(f.data.classes), dtype=np.float32)[y_train.astype(int)]
         if mode == "head":
-            self.features = self.features or fold_features(spec, pooled_of(self.model), f, self.augment,
-                                                           batch, cache_dir(spec))
+            self.features = self.features or self._outputs(pooled_of(self.model), mode)
             train_x, val_x = self.features
         else:
             self.features = None  # the base trains: its outputs change
         if mode == "prefix":  # computed anew each phase: the cut moves with the opened blocks
-            prefix = prefix_of(self.model, self.base, plan.cut)
-            need = cache_bytes(prefix, len(f.train_idx), spec.feature_copies + 1)
-            self.log(f"frozen prefix: {need / 2**20:.0f} MiB of outputs for {len(f.train_idx)} images x "
-                     f"{spec.feature_copies + 1} view(s)")
-            train_x, val_x = fold_features(spec, prefix, f, self.augment, batch, cache_dir(spec))
+            train_x, val_x = self._outputs(prefix_of(self.model, self.base, plan.cut), mode)
         if mode:
             train, steps = feature_stream(train_x, y_train, spec.seed, epochs, batch, spec.limit_batches)
         else:

@@ -95,7 +95,7 @@ def test_a_spec_is_checked_before_any_work_and_what_would_waste_a_run_is_said(tm
         "scores say nothing about it",
         "warning: class 'b' has 5 images, fewer than the 6 folds: 1 of them validate on none of it, so their "
         "scores say nothing about it",
-        f"checked {tmp_path / 'data'}: 10 training images (2 classes: a, b), 8 test images"]
+        f"checked {tmp_path / 'data'}: 10 training images (2 classes: 'a', 'b'), 8 test images"]
 
 
 def test_validating_a_tfrecord_competitions_csv_prints_no_tensorflow_start_up_lines(tmp_path):
@@ -109,3 +109,34 @@ def test_validating_a_tfrecord_competitions_csv_prints_no_tensorflow_start_up_li
     done = kit("validate", f"competition={spec}", f"file={tmp_path / 'mine.csv'}")
     assert done.returncode == 0 and "valid" in done.stdout, done.stderr
     assert done.stderr == ""
+
+
+def test_validate_without_competition_uses_the_spec_the_file_names_and_never_the_demos_by_default(tmp_path):
+    """A submission the kit wrote names its competition (its .json, its name): that spec's own
+    sample_submission is the one checked. A file that names none is one line asking for
+    competition=, not the demo's sample (whose columns are not this competition's)."""
+    import json
+
+    import yaml
+
+    from tests.helpers import TINY
+
+    data = write_competition(tmp_path / "data" / "odd")
+    (data / "sample_submission.csv").rename(data / "sampleSubmission.csv")
+    (tmp_path / "competitions").mkdir()
+    (tmp_path / "competitions" / "odd.yaml").write_text(yaml.safe_dump({**TINY, "sample_submission": "sampleSubmission.csv"}))
+    (tmp_path / "data" / "demo").mkdir()  # the demo was run here once
+    (tmp_path / "data" / "demo" / "sample_submission.csv").write_text("id,label\n0,x\n")
+    (tmp_path / "submissions").mkdir()
+    made = tmp_path / "submissions" / "odd-20260101T000000Z-mean.csv"
+    shutil.copy(data / "sampleSubmission.csv", made)
+    shutil.copy(made, tmp_path / "submission.csv")  # a kernel's, with the .json beside it
+    (tmp_path / "submission.json").write_text(json.dumps({"competition": "odd"}))
+    for file in (made, tmp_path / "submission.csv"):
+        done = kit("validate", f"file={file}", cwd=tmp_path)
+        assert done.returncode == 0 and "valid (8 rows, columns id, a, b)" in done.stdout, done.stderr
+    shutil.copy(made, tmp_path / "mine.csv")
+    done = kit("validate", "file=mine.csv", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "error: mine.csv names no competition (no mine.json beside it, and its name is not "
+        "<competition>-<time>-<method>.csv): give competition=<slug>"), done.stderr

@@ -33,13 +33,13 @@ def test_default_schedule_finetunes_the_top_block_100x_lower(tmp_path):
     ({"task": "regression"}, "task: 'regression' is not one of"),
     ({"metric": "f2"}, "metric: f2 does not apply to a multiclass task"),
     ({"backbones": ["vgg16", "xcepton"]}, "unknown backbone 'xcepton' (did you mean 'xception'?)"),
-    ({"schedule": [{"name": "a", "trainable": "top:0"}]}, "trainable 'top:0' is not none, all, top:K or progressive"),
-    ({"schedule": [{"name": "a"}, {"name": "a"}]}, "phase names must differ"),
+    ({"schedule": [{"name": "a", "epochs": 1, "trainable": "top:0"}]}, "trainable 'top:0' is not none, all, top:K or progressive"),
+    ({"schedule": [{"name": "a", "epochs": 1}, {"name": "a", "epochs": 1}]}, "phase names must differ"),
     ({"schedule": [{"name": "a", "epochs": 0}, {"name": "b", "epochs": 0}]}, "every phase (a, b) has 0 epochs"),
-    ({"schedule": [{"name": "a", "trainable": "progressive", "round_lr": 2}]}, "phase a: round_lr 2.0 is not in (0, 1]"),
-    ({"schedule": [{"name": "a", "lr_mult": 0}]}, "phase a: lr_mult 0.0 is not in (0, 1]"),
-    ({"schedule": [{"name": "a", "trainable": "progressive", "max_blocks": -1}]}, "max_blocks -1 is below 0"),
-    ({"schedule": [{"name": "a", "trainable": "top:1", "max_blocks": 2}]},
+    ({"schedule": [{"name": "a", "epochs": 1, "trainable": "progressive", "round_lr": 2}]}, "phase a: round_lr 2.0 is not in (0, 1]"),
+    ({"schedule": [{"name": "a", "epochs": 1, "lr_mult": 0}]}, "phase a: lr_mult 0.0 is not in (0, 1]"),
+    ({"schedule": [{"name": "a", "epochs": 1, "trainable": "progressive", "max_blocks": -1}]}, "max_blocks -1 is below 0"),
+    ({"schedule": [{"name": "a", "epochs": 1, "trainable": "top:1", "max_blocks": 2}]},
      "round_lr and max_blocks are for trainable: progressive, not top:1"),
     ({"loss": "hinge"}, "loss: 'hinge' is not one of crossentropy, focal"),
     ({"label_smoothing": 1.0}, "label_smoothing: 1.0 is not in [0, 1)"),
@@ -47,6 +47,7 @@ def test_default_schedule_finetunes_the_top_block_100x_lower(tmp_path):
     ({"jit_compile": "on", "cutmix": 1.0}, "jit_compile on with mixup/cutmix: XLA has no kernel for their beta draws"),
     ({"task": "multilabel", "metric": "f2", "class_weight": "balanced"}, "for a multilabel task use loss: focal"),
     ({"schedule": [{"name": "a", "epocs": 3}]}, "unknown key 'epocs' (did you mean 'epochs'?)"),
+    ({"schedule": [{"name": "a", "epochs": 1}, {"name": "b", "lr": 0.01}]}, "schedule: phase b: missing key 'epochs'"),
     ({"n_folds": 1}, "n_folds: 1 is below 2"),
     ({"weights": "missing.h5"}, "no weights file at missing.h5"),
     ({"augment": [{"HorizontalFlip": {"prob": 0.5}}]}, "HorizontalFlip: Argument(s) 'prob' are not valid"),
@@ -63,9 +64,9 @@ def test_bad_spec_fails_on_load_naming_the_key(tmp_path, keys, message):
 
 
 @pytest.mark.parametrize("member, keys, message", [
-    ("swin_tiny", {"schedule": [{"name": "a", "trainable": "top:6"}]},
+    ("swin_tiny", {"schedule": [{"name": "a", "epochs": 1, "trainable": "top:6"}]},
      "phase a: top:6 is beyond swin_tiny's 5 blocks (top:1 opens stage_3, top:5 patch_embedding and up, or all)"),
-    ("vgg16", {"schedule": [{"name": "a", "trainable": "top:6"}]}, "top:6 is beyond vgg16's 5 blocks"),
+    ("vgg16", {"schedule": [{"name": "a", "epochs": 1, "trainable": "top:6"}]}, "top:6 is beyond vgg16's 5 blocks"),
     ("vit_b16", {"weights": "imagenet", "image_size": 384},
      "vit_b16: its pretrained weights take 224px images only, not 384px"),
 ])
@@ -90,7 +91,7 @@ def test_progressive_needs_a_backbone_with_blocks_to_open_one_by_one(tmp_path, m
     from kit.members import member_spec
 
     monkeypatch.setitem(BACKBONES, "oneblock", dataclasses.replace(BACKBONES["vgg16"], blocks=("block5_",)))
-    spec = load_spec(str(spec_file(tmp_path, schedule=[{"name": "up", "trainable": "progressive"}])))
+    spec = load_spec(str(spec_file(tmp_path, schedule=[{"name": "up", "epochs": 1, "trainable": "progressive"}])))
     with pytest.raises(KitError, match="phase up: progressive needs blocks to open one by one; oneblock lists 1"):
         member_spec(spec, "oneblock")
     assert member_spec(spec, "vgg16")[0] == "vgg16"
@@ -129,7 +130,7 @@ def test_command_line_overrides_are_typed(tmp_path):
     assert load_spec(str(spec_file(tmp_path, seeds=[1])), {"seeds": ""}).seeds == []  # seeds= : none
     assert load_spec(str(spec_file(tmp_path, workers="auto"))).workers == 0
     # phase fields with an underscore in their name, and a phase name with one
-    spec = load_spec(str(spec_file(tmp_path, schedule=[{"name": "head"}, {"name": "fine_tune"}])), {
+    spec = load_spec(str(spec_file(tmp_path, schedule=[{"name": "head", "epochs": 1}, {"name": "fine_tune", "epochs": 1}])), {
         "trainable_fine_tune": "progressive", "round_lr_fine_tune": "0.5", "max_blocks_fine_tune": "2",
         "lr_mult_fine_tune": "0.25"})
     assert (spec.schedule[1].round_lr, spec.schedule[1].max_blocks, spec.schedule[1].lr_mult) == (0.5, 2, 0.25)
@@ -143,6 +144,7 @@ def test_command_line_overrides_are_typed(tmp_path):
     ("classes", "[a", "classes=[a: not valid YAML (expected ',' or ']', but got '<stream end>')"),
     ("augment", "{a", "augment={a: not valid YAML"),
     ("backbones", "", "backbones: none listed (make backbones lists the ones to choose from)"),
+    ("schedule", "[{name: up, trainable: all}]", "schedule: phase up: missing key 'epochs'"),
 ])
 def test_bad_override_is_one_clear_line(tmp_path, key, value, message):
     with pytest.raises(KitError) as e:

@@ -18,6 +18,17 @@ def _spec(tmp_path, **keys):
     return load_spec(str(spec_file(tmp_path, **keys)))
 
 
+def test_the_log_quotes_each_class_so_that_a_comma_in_a_name_is_not_two_classes(tmp_path):
+    from kit.folds import load_fold
+
+    write_competition(tmp_path / "data", classes=("x, y", "z"))
+    said = []
+    load_fold(_spec(tmp_path), "vgg16", 0, log=said.append)
+    assert said[0].endswith("classes: 'x, y', 'z'")
+    with pytest.raises(KitError, match=r"label 'z' is not in classes \('x, y'\)"):
+        load_data(_spec(tmp_path, classes=["x, y"]))
+
+
 def test_csv_layout_finds_each_image_whatever_its_extension(tmp_path):
     root = write_competition(tmp_path / "data", ext=".jpg")
     data = load_data(_spec(tmp_path))
@@ -131,7 +142,7 @@ def test_multilabel_from_separated_tags_and_from_one_hot_columns(tmp_path):
     ({"target_column": "class"}, lambda r: None, "has no column 'class' (columns: id, label)"),
     ({"task": "binary"}, lambda r: pd.DataFrame({"id": ["tr000", "tr001", "tr002"], "label": ["a", "b", "c"]})
      .to_csv(r / "train.csv"), "a binary task needs 2 classes, found 3"),
-    ({"classes": ["a"]}, lambda r: None, "train.csv, line 3 (id 'tr001'): label 'b' is not in classes (a)"),
+    ({"classes": ["a"]}, lambda r: None, "train.csv, line 3 (id 'tr001'): label 'b' is not in classes ('a')"),
     ({}, lambda r: pd.DataFrame({"id": ["tr000", "tr001", "tr002"], "label": ["a", "", "b"]}).to_csv(
         r / "train.csv", index=False), "train.csv, line 3 (id 'tr001'): an empty label"),
     ({}, lambda r: (r / "sample_submission.csv").unlink(),

@@ -1,4 +1,7 @@
 """Ensembling and CV over fold x backbone runs written to disk (no training needed)."""
+import json
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,7 +10,9 @@ from kit import KitError
 from kit.config import load_spec
 from kit.ensemble import combine, cross_validate, hill_climb, labels_of, load_members
 from kit.metrics import spec_score
+from kit.options import submission_file
 from kit.runs import run_of
+from kit.submission import ensemble_submission
 from tests.helpers import spec_file
 
 
@@ -125,3 +130,44 @@ def test_runs_of_other_images_folds_or_classes_are_refused_and_mixed_settings_sa
     other.write_text(other.read_text().replace("lr: 0.01", "tta: []"))  # predicted again with other views
     load_members(spec, data)
     assert capsys.readouterr().out == "vgg16: fold1 was trained or predicted with other settings (tta) than fold0: its CV mixes them\n"
+
+
+def test_a_submission_of_unfinished_runs_is_named_partial_and_says_which_are_missing(fake_runs, monkeypatch,
+                                                                                     capsys):
+    """A fold missing or still training (make ensemble during make all) gives a submission that
+    validates: its name, its .json and the last line say it is not the final one."""
+    spec, _, write = fake_runs
+    folder = spec.runs_path.parent.parent
+    monkeypatch.chdir(folder)  # submissions/ is made where the command runs
+    write("vgg16", 0, 0.1)
+    write("vgg16", 1, 0.1, seed=1)
+    write("resnet50", 0, 0.3)
+    path = ensemble_submission(spec, "mean")
+    about = json.loads(path.with_suffix(".json").read_text())
+    assert path.name.endswith("-mean-partial.csv") and about["method"] == "mean" and about["partial"]
+    assert about["missing"] == ["resnet50/fold1", "xception/fold0", "xception/fold1"]
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "partial: 3 of 6 runs are not finished (resnet50/fold1, xception/fold0, xception/fold1): not the final "
+        "submission; make ensemble again once they are")
+    with pytest.raises(KitError, match="is of unfinished runs .*give file= to submit it anyway"):
+        submission_file(spec, "")  # make submit's default: never a partial one unless named
+    complete = load_spec(str(spec_file(folder, metric="log_loss", backbones=["vgg16"], postprocess="off")))
+    path = ensemble_submission(complete, "mean")
+    about = json.loads(path.with_suffix(".json").read_text())
+    assert path.name.endswith("-mean.csv") and not about["partial"] and about["missing"] == []
+    assert capsys.readouterr().out.splitlines()[-1] == f"wrote {path}"
+    assert submission_file(complete, "").resolve() == path.resolve()
+
+
+def test_an_ensemble_reads_ids_labels_and_predictions_not_the_images(fake_runs, monkeypatch):
+    """At 200k ids, finding every image on disk was most of make ensemble's time: it needs none
+    of them, so it works with the images gone after prediction."""
+    spec, data, write = fake_runs
+    for fold in (0, 1):
+        write("vgg16", fold, 0.1, seed=fold)
+    shutil.rmtree(spec.data_path / "test")
+    (spec.data_path / "train" / f"{data.train['id'][0]}.png").unlink()
+    monkeypatch.chdir(spec.runs_path.parent.parent)
+    path = ensemble_submission(load_spec(str(spec_file(spec.runs_path.parent.parent, metric="log_loss"))),
+                               "mean")
+    assert pd.read_csv(path, dtype=str)["id"].tolist() == data.test["id"].tolist()

@@ -155,6 +155,7 @@ def test_bundle_metadata_is_push_ready_and_carries_no_credentials(tmp_path, monk
     text = "".join(p.read_text() for p in folder.iterdir())
     assert KEY not in text and "tester/" in text
     assert "'kit/train.py'" in text and "'kit/bench/bench.py'" not in text  # only what a kernel runs
+    assert "cache_dir: /tmp/kit-cache" in text  # not in /kaggle/working, the kernel's 20 GB output
     with pytest.raises(KitError, match="weights: .* is a local file a kernel cannot see"):
         build_bundle(load_spec(str(spec_file(tmp_path, weights=str(folder / "kernel.py")))), "vgg16", 0, "tester")
 

@@ -2,16 +2,23 @@
 out): the images decode to exactly what was stored, a fold trains, the submission validates;
 broken records are skipped and listed in training, one clear line in test."""
 import ast
+import contextlib
 import dataclasses
 import gzip
 import io
+import os
 import re
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -338,3 +345,94 @@ def test_hugging_face_parquet_images_are_read_from_their_bytes(tmp_path):
     path = tmp_path / "train-00000-of-00001.parquet"
     pq.write_table(pa.table({"image": [{"bytes": buffer.getvalue(), "path": "a.png"}], "label": [1]}), path)
     np.testing.assert_array_equal(reader(load_spec(str(spec_file(tmp_path)))).read(f"{path}::0"), image)
+
+
+def test_hdf5_entries_are_read_while_another_waits_on_storage(tmp_path, monkeypatch):
+    """h5py runs one call at a time in a process: it only finds where an entry's bytes are; they
+    are read and decoded outside it, so records read in parallel as files do. Slow storage here:
+    the first read of an entry's bytes waits until another thread has read its own entry."""
+    spec, expected = _competition(tmp_path, "isic_hdf5")
+    data = load_data(spec)
+    read, pread, first = reader(spec), os.pread, []
+    waiting, other_done = threading.Event(), threading.Event()
+
+    def slow_storage(fd, n, offset):
+        if not waiting.is_set():
+            waiting.set()
+            other_done.wait(10)
+        return pread(fd, n, offset)
+    monkeypatch.setattr(os, "pread", slow_storage)
+    reading = threading.Thread(target=lambda: first.append(read.read(data.train["path"][0])))
+    reading.start()
+    assert waiting.wait(10), "no read of an entry's bytes was seen waiting on storage"
+    np.testing.assert_array_equal(read.read(data.train["path"][1]), expected.train[data.train["id"][1]][1])
+    other_done.set()
+    reading.join()
+    np.testing.assert_array_equal(first[0], expected.train[data.train["id"][0]][1])
+
+
+def test_hdf5_entries_of_any_storage_read_as_stored(tmp_path):
+    """Entries h5py must read itself (compressed), pixels of another byte order, opaque bytes; an
+    entry that is no image is skipped, saying what it holds."""
+    spec, expected = _competition(tmp_path, "isic_hdf5")
+    ids = list(load_data(spec).train["id"][:4])
+    image = expected.train[ids[0]][1]
+    with h5py.File(spec.data_path / "train-image.hdf5", "a") as f:
+        for i in ids:
+            del f[i]
+        f.create_dataset(ids[0], data=image, chunks=True, compression="gzip")
+        f.create_dataset(ids[1], data=image.astype(">u2") * 257)
+        f.create_dataset(ids[2], data=np.void(layouts._png(image)))
+        f.create_dataset(ids[3], data=1.5)
+    data, read = load_data(spec), reader(spec)
+    for path in data.train["path"][:3]:
+        np.testing.assert_array_equal(read.read(path), image)
+    _, bad = load_images(data.train["path"], 16, "off", read=read)
+    assert list(bad.values()) == ["the entry holds float64 of shape (), neither an encoded image nor one "
+                                  "image's pixels"]
+
+
+def test_an_npz_array_is_loaded_once_when_threads_ask_at_once(tmp_path, monkeypatch):
+    spec, _ = _competition(tmp_path, "numpy_npz")
+    names, read, load, loads = load_data(spec).train["path"][:2], reader(spec), np.load, []
+    together = threading.Barrier(2, timeout=0.5)  # two loads at once meet here; one alone waits it out
+
+    def counted(*args, **kwargs):
+        loads.append(args[0])
+        with contextlib.suppress(threading.BrokenBarrierError):
+            together.wait()
+        return load(*args, **kwargs)
+    monkeypatch.setattr(np, "load", counted)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(read.read, names))
+    assert len(loads) == 1
+
+
+def test_an_hdf5_of_groups_or_image_arrays_says_what_it_holds(tmp_path):
+    spec, _ = _competition(tmp_path, "isic_hdf5")
+    path = spec.data_path / "train-image.hdf5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data/images", data=np.zeros((24, 16, 16, 3), np.uint8))
+        f.create_dataset("data/labels", data=np.zeros(24, np.int64))
+    with pytest.raises(KitError, match=r"train-image.hdf5: .*; it holds /data/images \(24, 16, 16, 3\) uint8, "
+                                       r"/data/labels \(24,\) int64"):
+        load_data(spec)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("images", data=np.zeros((24, 16, 16), np.uint8))
+    with pytest.raises(KitError, match=r"train-image.hdf5: .*; it holds /images \(24, 16, 16\) uint8"):
+        load_data(spec)
+    from kit.init import init
+    with pytest.raises(KitError, match=r"no layout reads it \(.*train-image.hdf5: .*; it holds /images \(24, 16, "):
+        init("isic", {"data_dir": str(spec.data_path), "metric": "roc_auc"}, folder=tmp_path)
+
+
+def test_a_broken_parquet_pixel_row_is_named_by_its_image_id(tmp_path):
+    spec, _ = _competition(tmp_path, "bengali_parquet")
+    path = spec.data_path / "test_image_data_0.parquet"
+    table = pq.read_table(path)
+    pixels = table.column("7").to_pylist()
+    pixels[2] = None
+    pq.write_table(table.set_column(table.schema.get_field_index("7"), "7", pa.array(pixels, pa.uint8())), path)
+    with pytest.raises(KitError, match=r"1 test images cannot be read .*test_image_data_0.parquet::2: image_id "
+                                       r"'Test_2': a pixel value is missing"):
+        competition_images(spec, load_data(spec), 16)

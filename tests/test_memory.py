@@ -48,7 +48,7 @@ def test_out_of_memory_in_make_all_names_the_run_and_how_to_go_on(tmp_path, monk
 
     calls = []
 
-    def run_fold(spec, backbone, fold, force=False):
+    def run_fold(spec, backbone, fold, force=False, wait=False):
         calls.append(f"{backbone}/fold{fold}")
         if len(calls) == 2:
             raise MemoryError()

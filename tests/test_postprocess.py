@@ -116,3 +116,22 @@ def test_what_has_no_post_processing_says_so():
         validate(_spec(task="binary", metric="roc_auc", postprocess="on"))
     with pytest.raises(KitError, match="max_labels: 1 is below min_labels 2"):
         validate(_spec(task="multilabel", metric="f2", min_labels=2, max_labels=1))
+
+
+@pytest.mark.parametrize("y, p, classes, why", [
+    (np.zeros(6), rng.random(6), ["a", "b"], "hold no 'b'"),  # binary: no positive
+    (np.array([0, 0, 1, 1]), rng.dirichlet(np.ones(3), 4), ["a", "b", "c"], "hold no 'c'"),
+    (np.array([[0, 1], [1, 1], [0, 1]]), rng.random((3, 2)), ["x", "y"], "all hold 'y'"),  # multilabel
+])
+def test_roc_auc_of_images_lacking_a_class_is_undefined_says_why_and_sklearn_says_nothing(y, p, classes, why):
+    """A fold's validation images without a positive (n_folds above a class's count): sklearn
+    warns (1.6+) or raises (before); the kit scores NaN quietly and says why in one line."""
+    import warnings
+
+    from kit.metrics import undefined
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(score("roc_auc", y, p))
+    assert undefined("roc_auc", y, classes) == why
+    assert undefined("roc_auc", np.arange(4) % 2, ["a", "b"]) == "" and undefined("log_loss", y, classes) == ""

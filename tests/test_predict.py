@@ -80,3 +80,36 @@ def test_predict_again_with_an_unreadable_test_image_names_it_and_keeps_the_pred
     with pytest.raises(KitError, match="te003.png"):
         predict_fold(spec, "vgg16", 0)
     assert (out / "test.csv").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_a_fold_without_a_positive_says_once_why_its_roc_auc_is_undefined_and_cv_pools_the_folds(tiny, tmp_path,
+                                                                                                  capfd):
+    """n_folds above a class's count: a fold validates on none of it. Its ROC AUC is undefined:
+    one kit line names the fold and why (no sklearn warning), in the run's log and in make cv,
+    whose CV is the OOF predictions pooled (no mean over folds that drops or keeps a NaN)."""
+    from kit.data import load_data
+    from kit.folds import load_folds
+    from kit.report import cv_report
+    from kit.train import run_fold
+
+    labels = tmp_path / "data" / "train.csv"
+    table = pd.read_csv(labels)
+    table["label"] = ["b" if i < 2 else "a" for i in range(len(table))]  # 2 positives, 3 folds
+    table.to_csv(labels, index=False)
+    spec = tiny(task="binary", metric="roc_auc", n_folds=3,
+                schedule=[{"name": "head", "trainable": "none", "epochs": 1, "lr": 1e-2, "patience": 0}])
+    data = load_data(spec)
+    fold_of = load_folds(spec, data)
+    empty = next(k for k in range(3) if not data.y[fold_of == k].any())
+    other = next(k for k in range(3) if data.y[fold_of == k].any())
+    capfd.readouterr()
+    for fold in (empty, other):
+        run_fold(spec, "vgg16", fold)
+    cv_report(spec)
+    out, err = capfd.readouterr()
+    line = f"fold {empty}'s validation images hold no 'b': its roc_auc is undefined; CV is the pooled OOF score"
+    assert out.count(line) == 2, out  # the run's, and make cv's under its '-'
+    assert "UndefinedMetricWarning" not in out + err and "Only one class" not in out + err
+    oof = [row for row in out.splitlines() if row.startswith("vgg16 ")][0].split()
+    assert oof[1 + sorted((empty, other)).index(empty)] == "-" and float(oof[-1]) >= 0  # the pooled score

@@ -53,7 +53,7 @@ def _plan(spec, base, trainable, augment=()):
     from kit.augment import Augmenter, serialized
     from kit.config import Phase
     from kit.plan import schedule_plans
-    spec = dataclasses.replace(spec, schedule=[Phase("f", trainable)])
+    spec = dataclasses.replace(spec, schedule=[Phase("f", trainable, epochs=1)])
     [[plan]] = schedule_plans(spec, base, BACKBONES["vgg16"].blocks, Augmenter(serialized(list(augment))))
     return plan
 

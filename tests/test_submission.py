@@ -36,7 +36,7 @@ def test_format_is_read_off_the_sample_submission(tmp_path, task, metric, column
 def test_formats_that_cannot_fit_are_errors(tmp_path):
     with pytest.raises(KitError, match="the sample submission has only its id column \\(id\\): no value column"):
         submission_format(_spec(tmp_path), _sample(["x"]), ["a", "b"])
-    with pytest.raises(KitError, match="submission per_class: the sample submission's columns \\(p\\) are not"):
+    with pytest.raises(KitError, match="submission per_class: the sample submission's columns \\('p'\\) are not"):
         submission_format(_spec(tmp_path, submission="per_class"), _sample(["x"], p=0), ["a", "b"])
     with pytest.raises(KitError, match="submission probability does not fit a multiclass task"):
         submission_format(_spec(tmp_path, submission="probability"), _sample(["x"], p=0), ["a", "b"])

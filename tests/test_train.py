@@ -212,8 +212,8 @@ def test_a_sample_submission_of_other_classes_stops_before_any_training(tiny):
     spec = tiny(schedule=[{**HEAD, "epochs": 1}])
     sample = pd.read_csv(spec.data_path / "sample_submission.csv")
     sample.assign(c=0.5).to_csv(spec.data_path / "sample_submission.csv", index=False)
-    with pytest.raises(KitError, match=r"columns \(a, b, c\) are not the classes \(a, b\); no training image "
-                                       r"is labelled c"):
+    with pytest.raises(KitError, match=r"columns \('a', 'b', 'c'\) are not the classes \('a', 'b'\); no "
+                                       r"training image is labelled 'c'"):
         run_fold(spec, "vgg16", 0)
     assert not {"config.yaml", "history.csv", "log.txt"} & {p.name for p in (spec.runs_path / "vgg16" / "fold0").iterdir()}
 

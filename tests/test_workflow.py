@@ -146,3 +146,25 @@ def test_validate_without_competition_reads_it_off_the_submission(finished):
     shutil.copy(spec, root / "competitions" / "tiny.yaml")  # where a competition's name is looked up
     result = kit("validate", f"file={_submitted(out)}", cwd=root)
     assert result.returncode == 0 and "valid (8 rows, columns id, a, b, c)" in result.stdout, result.stderr
+
+
+@pytest.mark.slow
+def test_two_make_all_at_once_train_each_fold_once_and_both_submit_every_run(tmp_path):
+    """Two `make all` racing on one competition: each fold is trained by one of them, and the one
+    done with its folds first waits for the other's, so that both ensemble every run. Three folds:
+    whichever process takes the last, the other finishes its own while that one is training."""
+    write_competition(tmp_path / "data", n_train=18)
+    spec = spec_file(tmp_path, metric="log_loss", batch_size=4, n_folds=3,
+                     schedule=[{"name": "head", "trainable": "none", "epochs": 1, "lr": 0.01, "patience": 0}])
+    racing = [subprocess.Popen([sys.executable, "-m", "kit", "all", f"competition={spec}"], cwd=tmp_path,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in racing]
+    for p, (_, err) in zip(racing, outs):
+        assert p.returncode == 0, err[-3000:]
+    both = "".join(out for out, _ in outs)
+    assert [both.count(f"fold {k} log_loss:") for k in range(3)] == [1, 1, 1]  # each trained once
+    for out, _ in outs:
+        made = json.loads((tmp_path / _submitted(out)).with_suffix(".json").read_text())
+        assert made["runs"] == ["vgg16/fold0", "vgg16/fold1", "vgg16/fold2"] and made["missing"] == []
+    assert "waiting for vgg16/fold" in both and "partial" not in both

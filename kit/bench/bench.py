@@ -5,6 +5,8 @@
                  and every core's worker (the ceiling; threads k / 1: how it scales to more
                  cores); the kit's stream without the image cache       >= 0.9x the best pool
                  and as it trains (decoded once, augmented each epoch)  >= 2x the loop
+    records      images/s of the image cache's filling pass over those photos as files and as
+                 an HDF5 of their encoded bytes keyed by name (ISIC 2024's)  >= 0.8x the files
     overhead     one epoch of the kit's training (its stream, callbacks and checkpoint) vs raw
                  model.fit on the same model and in-memory arrays                      <= 1.05x
                  (and with the default augmentation, which on a CPU shares the cores with the
@@ -21,6 +23,11 @@
                  20% of the least-squares line through them: linear growth)
     make all     the peak memory of 3 rounds of vgg16 + resnet50 runs in one process against
                  one round: finished runs are released                             <= 1.1x
+    tables       a competition's tables (labels CSV, sample submission, an empty file per image)
+                 read as training does (load_data: every image found) and as CV and the ensemble
+                 do (load_ids: none looked up), 10k and 200k training ids (as many test ids):
+                 time grows as the ids, 200k / 10k (linear: 20x; sets and dicts of 200k ids,
+                 past the CPU's caches, cost ~1.3x more an id here; quadratic: 400x) <= 30x
     backbones    images/s of a frozen base's forward pass, a handful of backbones at one size
                  (`make bench backbones=1`, or a list: backbones=efficientnetb0,convnext_tiny):
                  their costs compared on this machine
@@ -42,7 +49,7 @@ import yaml
 from PIL import Image
 
 from kit.bench import timings
-from kit.files import write_csv, write_text
+from kit.files import atomic_path, write_csv, write_text
 
 ROOT = Path("runs/bench")
 
@@ -59,6 +66,17 @@ def photos(folder, n, side=(400, 300)):
             Image.fromarray(small).resize(side, Image.BICUBIC).save(path, quality=90)
         paths.append(str(path))
     return paths
+
+
+def hdf5_photos(paths, path):
+    """The photos' encoded bytes as an HDF5 file of one entry per photo, keyed by its name, as
+    ISIC 2024's (made once); the records' names."""
+    if not path.is_file():
+        import h5py
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            for p in paths:
+                f.create_dataset(Path(p).stem, data=np.bytes_(Path(p).read_bytes()))
+    return [f"{path}::{Path(p).stem}" for p in paths]
 
 
 def competition(folder, n, **keys):
@@ -83,6 +101,24 @@ def competition(folder, n, **keys):
     from kit.config import load_spec
 
     return load_spec(str(folder / f"bench-{n}.yaml"))
+
+
+def tables(folder, n):
+    """The spec of a competition of n training ids (labels in a CSV) and n test ids (the sample
+    submission's), each image an empty file: the tables' cost, not the images' (made once)."""
+    data = Path(folder) / f"tables-{n}"
+    if not (data / "sample_submission.csv").is_file():  # written last: the folder is whole
+        ids = [f"{i:07d}" for i in range(n)]
+        for side, prefix in (("train", ""), ("test", "t")):
+            (data / side).mkdir(parents=True, exist_ok=True)
+            for i in ids:
+                (data / side / f"{prefix}{i}.jpg").touch()
+        pd.DataFrame({"id": ids, "label": ["a", "b"] * (n // 2)}).to_csv(data / "train.csv", index=False)
+        pd.DataFrame({"id": [f"t{i}" for i in ids], "a": 0.5}).to_csv(data / "sample_submission.csv",
+                                                                      index=False)
+    from kit.config import Spec
+
+    return Spec("bench", data_dir=str(data), task="binary", metric="log_loss")
 
 
 def scale_run(n, folder, backbones=("vgg16",), rounds=1):
@@ -188,12 +224,14 @@ def run(quick=False, backbones=()):
     _pipeline(row, augment, quick)
     _training(row, augment, quick)
     _memory(row, quick)
+    _tables(row, quick)
     return _save(row.rows, "quick.csv" if quick else "bench.csv")  # a quick run keeps the full one
 
 
 def _pipeline(row, augment, quick):
     n, size = (32, 32) if quick else (256, 224)
-    rates, counts = timings.bench_pipeline(photos(ROOT / "photos", n), size, augment)
+    paths = photos(ROOT / "photos", n)
+    rates, counts = timings.bench_pipeline(paths, size, augment)
     for name, rate in rates.items():
         row(f"pipeline at {size}px: {name}", rate, "images/s")
     pools = [f"{kind} {k}" for kind in ("threads", "processes") for k in counts]
@@ -205,6 +243,11 @@ def _pipeline(row, augment, quick):
         row(f"pipeline: plain threads, {k} workers / 1", rates[f"threads {k}"] / rates["threads 1"], "x")
     ratio = rates["kit"] / rates["loop"]
     row("pipeline: kit as it trains (decoded once) / loop", ratio, "x", ">= 2", ratio >= 2)
+    rates = timings.bench_records(paths, hdf5_photos(paths, ROOT / f"photos-{n}.hdf5"), size)
+    row(f"records at {size}px: image files", rates["files"], "images/s")
+    row(f"records at {size}px: HDF5 of the same images", rates["records"], "images/s")
+    ratio = rates["records"] / rates["files"]
+    row("records: HDF5 / image files, decode rate", ratio, "x", ">= 0.8", ratio >= 0.8)
 
 
 def _training(row, augment, quick):
@@ -266,6 +309,16 @@ def _memory(row, quick):
     row(f"make all: peak memory of {rounds[1] * 2} runs", many, "MB")
     row(f"make all: {rounds[1] * 2} runs / {rounds[0] * 2} runs, peak memory", many / one, "x", "<= 1.1",
         many / one <= 1.1)
+
+
+def _tables(row, quick):
+    small, big = (500, 10000) if quick else (10000, 200000)
+    seconds = timings.bench_tables({n: tables(ROOT / "tables", n) for n in (small, big)}, 2 if quick else 5)
+    for (read, n), value in seconds.items():
+        row(f"tables of {n} ids: {read}", value, "s")
+    for read in ("load_data", "load_ids"):
+        growth = seconds[read, big] / seconds[read, small]
+        row(f"tables: {read}, {big} / {small} ids", growth, "x", "<= 30", growth <= 30)
 
 
 def _save(rows, name):

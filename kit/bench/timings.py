@@ -1,7 +1,8 @@
 """What `make bench` times (kit/bench/bench.py runs them, prints the table and keeps bench.csv): the
-input pipeline against plain pools, a training epoch against raw fit, the cached head and prefix
-phases against end to end, the training options, TTA and frozen bases' forward passes. Times are
-the best of several runs (as timeit does): a shared machine only ever adds time.
+input pipeline against plain pools, records in a container against image files, a training epoch
+against raw fit, the cached head and prefix phases against end to end, the training options, TTA,
+frozen bases' forward passes, and reading a competition's tables. Times are the best of several
+runs (as timeit does): a shared machine only ever adds time.
 """
 import functools
 import time
@@ -63,6 +64,23 @@ def bench_pipeline(paths, size, augment, epochs=4):
         for name, run in runs.items():
             seconds[name].append(_best(run, 1))
     return {name: len(jobs) / min(s) for name, s in seconds.items()}, counts
+
+
+def bench_records(paths, records, size, rounds=5):
+    """images/s of the image cache's filling pass (a worker per core) over image files and over
+    the same images as records of a container, in turns (a drift in the machine's speed hits both
+    alike), after an untimed pass of each (the file cache)."""
+    from kit.cache import load_images
+
+    runs = {name: functools.partial(load_images, names, size, "memory")
+            for name, names in (("files", paths), ("records", records))}
+    for run in runs.values():
+        run()
+    seconds = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            seconds[name].append(_best(run, 1))
+    return {name: len(paths) / min(s) for name, s in seconds.items()}
 
 
 def _decoded_augmented(augment, path, size, epoch, i):
@@ -270,3 +288,16 @@ def bench_backbones(names, size, batch, batches):
     return rates
 
 
+def bench_tables(specs, times=5):
+    """{(reader, training ids): seconds} of reading each spec's tables ({ids: spec}) as training
+    does (load_data: every image found on disk) and as CV and the ensemble do (load_ids: none
+    looked up): the best of `times`, in turns (a drift in the machine's speed hits all alike)."""
+    from kit.data import load_data, load_ids
+
+    runs = {(read.__name__, n): functools.partial(read, spec) for n, spec in specs.items()
+            for read in (load_data, load_ids)}
+    seconds = {key: [] for key in runs}
+    for _ in range(times):
+        for key, run in runs.items():
+            seconds[key].append(_best(run, 1))
+    return {key: min(s) for key, s in seconds.items()}

@@ -83,6 +83,9 @@ def bundles(spec):
     return found
 
 
+KERNEL_CACHE = "/tmp/kit-cache"
+
+
 def build_bundle(spec, member, fold, user):
     """runs/<slug>/kernels/<member>-fold<K>/: a kernel training one fold of one member."""
     backbone, trained = member_spec(spec, member)
@@ -92,7 +95,8 @@ def build_bundle(spec, member, fold, user):
                        f"dataset (kernel_datasets) and use weights: imagenet or its /kaggle/input/... path")
     files, where = {}, {}
     data = load_data(spec)
-    portable = dataclasses.replace(spec, data_dir="", runs_dir="runs")
+    # caches outside /kaggle/working: it is the kernel's output, 20 GB at most, and kept
+    portable = dataclasses.replace(spec, data_dir="", runs_dir="runs", cache_dir=KERNEL_CACHE)
     if isinstance(spec.augment, str):  # an albumentations file travels inside the bundle
         where["augment"] = "augment" + Path(spec.augment).suffix
         files[where["augment"]] = Path(spec.augment).read_text()
