@@ -181,7 +181,13 @@ def load_spec(competition, overrides=None):
     if not isinstance(raw, dict):
         raise KitError(f"{path}: expected a mapping of keys to values")
     raw.setdefault("slug", path.stem)
-    spec = _build(Spec, raw, str(path))
+    return spec_from(raw, str(path), overrides)
+
+
+def spec_from(raw, where, overrides=None):
+    """The spec of a mapping of its keys (a spec file's, or one a submission's .json recorded),
+    with command-line `overrides` applied, validated."""
+    spec = _build(Spec, raw, where)
     for key, text in (overrides or {}).items():
         spec = override(spec, key, text)
     validate(spec)

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from kit import KitError
-from kit.config import check_fold, load_spec
+from kit.config import check_fold, load_spec, spec_from
 from kit.data import load_data
 from kit.folds import fold_warnings
 from kit.members import member_spec
@@ -43,25 +43,27 @@ def flag(options, key):
 
 
 def spec_of(options, submission=""):
-    """The spec of competition=, or of the competition a `submission` file was made for, else of
-    the demo; the other keys override it."""
+    """The spec of competition=; for a `submission` file without it, the spec that made the file
+    (its .json records it), else the spec of the competition its name says; else the demo's.
+    The other keys override it."""
     named = options.pop("competition", None)
-    if not named and submission:
-        named = _made_for(Path(submission))
-    return load_spec(named or "demo", options)
-
-
-def _made_for(submission):
-    """The competition a submission names: its .json's (make ensemble, make infer), or its name's
-    (<competition>-<time>-<method>.csv). Never the demo by default: its sample would judge the file."""
+    if named or not submission:
+        return load_spec(named or "demo", options)
+    submission = Path(submission)
     about = submission.with_suffix(".json")
-    made = json.loads(about.read_text()) if about.is_file() else {}
+    try:
+        made = json.loads(about.read_text()) if about.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise KitError(f"{about}: not the JSON the kit wrote beside {submission.name}: give "
+                       f"competition=<slug>") from None
+    if isinstance(made.get("spec"), dict):  # its own sample_submission, data folder and format, as made
+        return spec_from(made["spec"], str(about), options)
     found = re.match(r"(.+)-\d{8}T\d{6}Z-", submission.name)
     named = made.get("competition") or (found and found[1])
     if not named and submission.is_file():  # a missing file is said by the command, as it is
         raise KitError(f"{submission} names no competition (no {about.name} beside it, and its name is not "
                        f"<competition>-<time>-<method>.csv): give competition=<slug>")
-    return named
+    return load_spec(named or "demo", options)
 
 
 def check_data(spec):

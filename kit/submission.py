@@ -1,5 +1,6 @@
 """Submission CSVs shaped exactly like the competition's sample submission (its format: kit/sample_format.py),
 their validation, and the ensemble's submission (the command behind `make ensemble`)."""
+import dataclasses
 import datetime
 import itertools
 import json
@@ -183,7 +184,7 @@ def ensemble_submission(spec, method="auto"):
     about = {"competition": spec.slug, "method": name, "metric": spec.metric, "cv": round(chosen.score, 6),
              "cv_without_postprocess": round(chosen.cv, 6), "members": [m.name for m in members],
              "ensemble": e.params, "postprocess": params, "runs": runs, "missing": missing,
-             "partial": bool(missing)}
+             "partial": bool(missing), "spec": dataclasses.asdict(spec)}  # make validate reads it
     sample = read_csv(spec.data_path / spec.sample_submission, "sample submission")
     tests = [probabilities(spec.task, m.test) for m in members]
     ids = data.test["id"].tolist()

@@ -1,4 +1,5 @@
 """Ensembling and CV over fold x backbone runs written to disk (no training needed)."""
+import dataclasses
 import json
 import shutil
 
@@ -171,3 +172,23 @@ def test_an_ensemble_reads_ids_labels_and_predictions_not_the_images(fake_runs, 
     path = ensemble_submission(load_spec(str(spec_file(spec.runs_path.parent.parent, metric="log_loss"))),
                                "mean")
     assert pd.read_csv(path, dtype=str)["id"].tolist() == data.test["id"].tolist()
+
+
+def test_validate_checks_a_submission_against_the_spec_that_made_it(fake_runs, monkeypatch, capsys):
+    """A spec given as a path (in no competitions/ folder), its sample file named otherwise:
+    `make validate file=...` with no competition= checks against that spec's own sample."""
+    from kit.cli import main
+    spec, _, write = fake_runs
+    monkeypatch.chdir(spec.runs_path.parent.parent)
+    (spec.data_path / "sample_submission.csv").rename(spec.data_path / "sampleSubmission.csv")
+    spec = dataclasses.replace(spec, sample_submission="sampleSubmission.csv", backbones=["vgg16"])
+    for fold in (0, 1):
+        write("vgg16", fold, 0.1, seed=fold)
+    path = ensemble_submission(spec, "mean")
+    capsys.readouterr()
+    assert main(["validate", f"file={path}"]) == 0, capsys.readouterr().err
+    assert "valid (8 rows" in capsys.readouterr().out
+    path.with_suffix(".json").write_text("{broken")
+    assert main(["validate", f"file={path}"]) == 2
+    assert capsys.readouterr().err.strip().endswith("not the JSON the kit wrote beside "
+                                                    f"{path.name}: give competition=<slug>")

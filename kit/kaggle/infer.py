@@ -7,6 +7,7 @@ time. Each model is built again from the registry and given its released weights
 the path `make ensemble` takes (ensemble.member_test, submission.submitted), checked against the
 sample submission present at run time before the CSV is written, atomically.
 """
+import dataclasses
 import json
 import os
 import time
@@ -76,7 +77,7 @@ def infer(folder, out, overrides=None, slug=None, log=print):
             raise KitError(f"the submission would not be valid: {'; '.join(found)}")
     about = {"competition": spec.slug, "release": str(release.folder), "method": how,
              "metric": recipe["metric"], "cv": recipe["cv"],
-             "runs": [f"{name}/fold{run['fold']}" for name, run in runs]}
+             "runs": [f"{name}/fold{run['fold']}" for name, run in runs], "spec": dataclasses.asdict(spec)}
     write_text(Path(out).with_suffix(".json"), json.dumps(about, indent=1) + "\n")
     log(f"wrote {out}: {len(submission)} rows in {(time.perf_counter() - started) / 60:.1f} min")
     return out
