@@ -1,4 +1,5 @@
 """`python -m kit <command> [key=value ...]`: the command line (kit/cli.py)."""
+import atexit
 import os
 import sys
 
@@ -9,8 +10,9 @@ except KeyboardInterrupt:  # Ctrl-C while the kit's libraries load
     sys.exit(130)
 
 code = main()
-if code == 130:  # Ctrl-C: every file is whole or removed by now; a thread still decoding would hold the exit
+if code == 130:  # Ctrl-C: every file is whole or removed by now. Exit's handlers run (stderr's last lines
+    # pass TensorFlow's filter, kit/options.py); a thread still decoding an image is not waited for
     sys.stdout.flush()
-    sys.stderr.flush()
+    atexit._run_exitfuncs()
     os._exit(code)
 sys.exit(code)
