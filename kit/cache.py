@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,10 +98,10 @@ def _refuse_unreadable(bad):
 
 def load_images(paths, size, mode="auto", folder=None, limit_mb=2048, workers=0, read=None):
     """(images, {path: reason} of the unreadable ones). `mode`: auto (memory if it fits under
-    `limit_mb`, else disk in `folder`, as much as fits), memory, disk, off. `read`: the Reader of
-    records and DICOM."""
+    `limit_mb`, else disk in `folder`, default the system's temporary one, as much as fits),
+    memory, disk, off. `read`: the Reader of records and DICOM."""
     paths, read = [str(p) for p in paths], read or Reader()
-    [keep], _ = keeping([paths], size, mode, Path(folder or "."), limit_mb, read)
+    [keep], _ = keeping([paths], size, mode, Path(folder or tempfile.gettempdir()), limit_mb, read)
     return _load(paths, size, keep, workers, read)
 
 
