@@ -23,7 +23,7 @@ from kit.containers import SEP, Reader, reader
 from kit.decode import VERSION as DECODER_VERSION
 from kit.decode import BadImage
 from kit.env import available_memory, worker_count
-from kit.files import atomic_path, locked, reserve, write_text
+from kit.files import atomic_path, locked, reserve, size_text, write_text
 from kit.runs import cache_dir
 
 GIB = 2**30
@@ -118,10 +118,11 @@ def keeping(tables, size, mode, folder, limit_mb, read):
     if mode == "memory" or mode == "auto" and need <= limit_mb * 2**20:
         free = available_memory()
         if need <= free:
-            return [Keep(len(t)) for t in tables], f"{what}: {_gib(need)} in memory"
+            return [Keep(len(t)) for t in tables], f"{what}: {size_text(need)} in memory"
         if mode == "memory":
-            raise KitError(f"image_cache: memory needs {_gib(need)} and this machine has {_gib(free)} of "
-                           f"memory free: set image_cache: auto (disk), or a smaller image_size")
+            raise KitError(f"image_cache: memory needs {size_text(need)} and this machine has "
+                           f"{size_text(free)} of memory free: set image_cache: auto (disk), or a smaller "
+                           f"image_size")
     folder.mkdir(parents=True, exist_ok=True)
     usage = shutil.disk_usage(folder)
     room = usage.free - min(GIB, usage.total // 10)  # left for checkpoints, predictions, logs
@@ -135,25 +136,18 @@ def keeping(tables, size, mode, folder, limit_mb, read):
             keeps.append(Keep(len(paths), file))
             continue
         if mode == "disk":
-            raise KitError(f"image_cache: disk needs {_gib(need)} in {folder} and it has {_gib(usage.free)} "
-                           f"free: free some, set image_cache: auto (keeps what fits, decodes the rest) or "
-                           f"off, or a smaller image_size")
+            raise KitError(f"image_cache: disk needs {size_text(need)} in {folder} and it has "
+                           f"{size_text(usage.free)} free: free some, set image_cache: auto (keeps what "
+                           f"fits, decodes the rest) or off, or a smaller image_size")
         count = _count(parts[0]) if parts else max(room // per, 0)
         room -= count * per
         keeps.append(Keep(count, file.with_name(f"{file.stem}-first{count}.npy") if count else None))
     kept = sum(k.count for k in keeps)
     if kept == n:
-        return keeps, f"{what}: {_gib(need)} on disk in {folder} ({_gib(usage.free)} free)"
-    return keeps, (f"{what} needs {_gib(need)} and {folder} has {_gib(usage.free)} free: {kept} are kept "
-                   f"on disk, the other {n - kept} decoded on each read (free {_gib((n - kept) * per)} more, "
-                   f"or set a smaller image_size, to keep all)")
-
-
-def _gib(nbytes):
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
-        if nbytes >= scale / 10:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{nbytes / 2**10:.1f} KiB"
+        return keeps, f"{what}: {size_text(need)} on disk in {folder} ({size_text(usage.free)} free)"
+    return keeps, (f"{what} needs {size_text(need)} and {folder} has {size_text(usage.free)} free: {kept} "
+                   f"are kept on disk, the other {n - kept} decoded on each read (free "
+                   f"{size_text((n - kept) * per)} more, or set a smaller image_size, to keep all)")
 
 
 def _load(paths, size, keep, workers, read):

@@ -5,6 +5,7 @@ Every key that is not one of the command's own (competition, fold, backbone, for
 the competition spec: `python -m kit train fold=0 backbone=xception epochs_head=3`.
 """
 import errno
+import re
 import signal
 import sys
 import tempfile
@@ -315,7 +316,8 @@ def _run(action):
         print(f"error: cannot use {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        short = e.errno is None and re.fullmatch(r"\d+ requested and \d+ written", str(e))  # numpy's tofile
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT) and not short:
             raise
         print(f"error: no space left on the disk ({e.filename or 'writing'}): free some and run the same "
               "command again (finished folds, epochs and predictions are kept)", file=sys.stderr)

@@ -17,7 +17,8 @@ import numpy as np
 
 from kit import KitError
 from kit.augment import COPY_EPOCH, augmented_views
-from kit.files import reserve
+from kit.env import available_memory
+from kit.files import reserve, size_text
 from kit.inputs import eval_batches
 
 
@@ -42,17 +43,19 @@ WITHOUT = {"head": "feature_cache: false", "prefix": "prefix_cache: off"}  # the
 
 def room(nbytes, limit_mb, folder=None, keys=WITHOUT["prefix"]):
     """Where `nbytes` of outputs go: memory under `limit_mb`, else a file in `folder` (the
-    system's temporary folder); one line, before any work, when the disk has no room, naming
-    `keys` that do without it."""
+    system's temporary folder), else, when its disk is short, memory if the machine has it
+    free; before any work, one line when neither holds them, naming `keys` that do without."""
     if nbytes <= limit_mb * 2**20:
         return "memory"
     folder = folder or tempfile.gettempdir()
     os.makedirs(folder, exist_ok=True)
-    free = shutil.disk_usage(folder).free
-    if nbytes > free:
-        raise KitError(f"the cached outputs need {nbytes / 2**30:.1f} GiB on disk and {folder} has "
-                       f"{free / 2**30:.1f} GiB free: free some, or set {keys} or fewer feature_copies")
-    return folder
+    free, memory = shutil.disk_usage(folder).free, available_memory()
+    if nbytes <= free:
+        return folder
+    if nbytes <= memory / 2:  # past cache_mb, and leaving the training its half
+        return "memory"
+    raise KitError(f"the cached outputs need {size_text(nbytes)} and {folder} has {size_text(free)} free "
+                   f"(memory: {size_text(memory)}): free some, or set {keys} or fewer feature_copies")
 
 
 def extract(net, images, indices, batch_size, views, limit_mb, workers=0, folder=None,

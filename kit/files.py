@@ -52,6 +52,14 @@ def reserve(path, nbytes, shown=None):
         os.close(fd)
 
 
+def size_text(nbytes):
+    """A size as people read it: 88.5 GiB, 47.0 MiB, 4.5 KiB."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if nbytes >= scale / 10:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes / 2**10:.1f} KiB"
+
+
 def replace_folder(new, folder):
     """`new` (a finished folder beside it) becomes `folder`; the old one is kept until then, so
     a failure leaves one or the other whole."""

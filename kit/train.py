@@ -19,7 +19,7 @@ from kit.config import Spec, check_fold
 from kit.data import load_data, load_ids
 from kit.env import cores, resolve_weights
 from kit.features import WITHOUT, cache_bytes, fold_features, head_of, pooled_of, room
-from kit.files import atomic_path, write_csv
+from kit.files import atomic_path, size_text, write_csv
 from kit.folds import Fold, load_fold
 from kit.inputs import eval_batches, feature_stream, on_device, train_stream
 from kit.members import member_spec
@@ -54,7 +54,8 @@ def run_fold(spec, member, fold, force=False, wait=False):
         if (run.finished() or run.checkpoint.is_dir()) and not force:
             check_trained_on(spec, backbone, run, data)
         if kept:
-            print(f"{run.path} is finished: force=1 trains it again", flush=True)
+            print(f"{run.path} is finished{' (by the process waited for)' if wait else ''}: force=1 trains "
+                  f"it again", flush=True)
             return run.path
         try:
             return _train(spec, member, backbone, fold, run, force, data)
@@ -207,8 +208,8 @@ class Trainer:
         need = cache_bytes(net, len(f.train_idx) * (copies + 1) + len(f.val_idx), 1)
         where = room(need, self.spec.cache_mb, cache_dir(self.spec), WITHOUT[mode])
         what = "head features" if mode == "head" else "frozen prefix"
-        self.log(f"{what}: {need / 2**20:.0f} MiB of outputs for {len(f.train_idx)} images x {copies + 1} "
-                 f"view(s), {'in' if where == 'memory' else 'on disk in'} {where}")
+        self.log(f"{what}: {size_text(need)} of outputs for {len(f.train_idx)} images x {copies + 1} "
+                 f"view(s), {'in memory' if where == 'memory' else f'on disk in {where}'}")
         return fold_features(self.spec, net, f, self.augment, self.batch, cache_dir(self.spec), mode)
 
     def _inputs(self, epochs, plan, pooled):

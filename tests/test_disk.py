@@ -168,3 +168,23 @@ def test_ctrl_c_during_the_cache_build_stops_at_once_and_leaves_no_file(tmp_path
     assert time.monotonic() - start < 5 and process.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert not list(cache.glob("*.npy")) and not list(cache.glob(".*"))
+
+
+SAVE = """
+import sys
+import numpy as np
+from kit.cli import _run
+sys.exit(_run(lambda: np.save(sys.argv[1], np.zeros(2**19))))
+"""
+
+
+@pytest.mark.skipif(not shutil.which("unshare"), reason="needs unshare to mount a tiny filesystem")
+def test_numpys_short_write_on_a_full_filesystem_is_the_same_line(tmp_path):
+    """np.save (a checkpoint's arrays) reports a full disk as a short write, with no errno."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = f"mount -t tmpfs -o size=1m none {disk} || exit 77\n{sys.executable} -c '{SAVE}' {disk}/a.npy"
+    out = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True)
+    if out.returncode == 77:
+        pytest.skip("this machine allows no tmpfs mount in a user namespace")
+    assert out.returncode == 1 and out.stderr.startswith("error: no space left on the disk"), out.stderr

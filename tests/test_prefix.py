@@ -93,12 +93,19 @@ def test_a_top1_phase_on_the_cached_prefix_matches_end_to_end_and_batchnorm_neve
     np.testing.assert_allclose(cached_history["val_loss"], history["val_loss"], rtol=1e-4)
 
 
-def test_a_prefix_cache_that_would_not_fit_on_disk_is_one_line_before_any_work(tiny, monkeypatch):
+def test_cached_outputs_the_disk_cannot_hold_go_to_memory_and_fitting_neither_is_one_line_before_any_work(
+        tiny, monkeypatch):
     spec = tiny(augment=[], schedule=SCHEDULE, cache_mb=0)
     monkeypatch.setattr(kit.features.shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(10, 10, 1000))
-    with pytest.raises(KitError, match=r"the cached outputs need 0.0 GiB on disk and .*cache has 0.0 GiB free"):
+    monkeypatch.setattr(kit.features, "available_memory", lambda: 1000)
+    with pytest.raises(KitError, match=r"the cached outputs need .* and .*cache has 1.0 KiB free \(memory: 1.0 KiB\)"):
         run_fold(spec, "vgg16", 0)
     assert not (spec.runs_path / "vgg16" / "fold0" / "history.csv").exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(kit.features.shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(10, 10, 1000))
+    log = (run_fold(spec, "vgg16", 0) / "log.txt").read_text()  # the disk is short, the memory is not
+    assert "head features: " in log and "frozen prefix: " in log and "view(s), on disk" not in log
+    assert log.count("view(s), in memory") == 2
 
 
 def test_the_prefix_cache_is_on_by_default_only_where_it_is_honest(tiny):
