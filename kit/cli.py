@@ -166,11 +166,10 @@ def cmd_folds(options):
     spec = spec_of(options)
     import pandas as pd
 
-    from kit.data import load_data
     from kit.folds import load_folds
     from kit.runs import folds_file
 
-    sizes = pd.Series(load_folds(spec, load_data(spec))).value_counts().sort_index()
+    sizes = pd.Series(load_folds(spec, check_data(spec))).value_counts().sort_index()  # its warnings said
     print(f"{folds_file(spec)}: {sizes.sum()} images in {spec.n_folds} folds "
           f"of {', '.join(str(n) for n in sizes)}")
 

@@ -36,13 +36,11 @@ def make_folds(data, n_folds, seed):
     fold = np.full(len(y), -1)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # sklearn's "least populated class": said below
+            warnings.simplefilter("ignore", UserWarning)  # sklearn's "least populated class": fold_warnings
             for k, (_, val) in enumerate(splitter.split(np.zeros(len(y)), y, groups)):
                 fold[val] = k
     except ValueError as e:  # fewer images or groups than folds
         raise KitError(f"cannot split into {n_folds} folds: {e}") from None
-    for line in _rare_classes(data, n_folds):
-        print(f"folds: {line}", flush=True)
     return pd.DataFrame({"id": data.train["id"], "fold": fold})
 
 
