@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kit import KitError
+from kit import KitError, quoted
 from kit.decode import DICOM_EXTS, BadImage, as_rgb8, pixels_rgb, read_rgb, resized
 
 SEP = "::"
@@ -34,10 +34,6 @@ def pixel_columns(pattern, columns):
     is written): those matching the glob `pattern`, or the one column named `pattern` (all values
     in one cell). Names are matched without surrounding spaces (FER2013's " pixels")."""
     return [c for c in columns if fnmatch.fnmatchcase(str(c).strip(), pattern.strip())]
-
-
-def quoted(names, n=8):
-    return ", ".join(repr(str(c)) for c in names[:n]) + (", ..." if len(names) > n else "")
 
 
 class Reader:
@@ -110,7 +106,7 @@ class _CsvRows:
         self.positions, self.width = [header.index(c) for c in columns], len(header)
         if not columns:
             raise KitError(f"{path}: no column matches pixels {settings['pixels']!r} (columns: "
-                           f"{quoted(header)})")
+                           f"{quoted(header, 8)})")
         if not self.cell:
             check_shape(path, len(columns), self.shape)
 
@@ -316,15 +312,13 @@ class _Numpy:
         self.path, self.shape, self.arrays, self.lock = path, settings["shape"], {}, threading.Lock()
 
     def _array(self, name):
-        if name not in self.arrays:
-            with self.lock:  # threads asking at once load an .npz array once
-                if name not in self.arrays:
-                    if self.path.endswith(".npz"):
-                        with np.load(self.path) as archive:
-                            self.arrays[name] = archive[name]
-                    else:
-                        self.arrays[name] = np.load(self.path, mmap_mode="r")
-        return self.arrays[name]
+        with self.lock:  # threads asking at once load an .npz array once
+            if name not in self.arrays and self.path.endswith(".npz"):
+                with np.load(self.path) as archive:
+                    self.arrays[name] = archive[name]
+            elif name not in self.arrays:
+                self.arrays[name] = np.load(self.path, mmap_mode="r")
+            return self.arrays[name]
 
     def read(self, name, key, size):
         array_name, _, row = key.rpartition("/")

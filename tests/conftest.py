@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow starts, in this process
 
@@ -25,6 +26,18 @@ def tiny(tmp_path):
     def make(**overrides):
         return load_spec(str(spec_file(tmp_path, **overrides)))
     return make
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Six 40 x 30 JPEGs' paths in tmp_path; the last one is broken."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(tmp_path / f"{i}.jpg")
+        paths.append(str(tmp_path / f"{i}.jpg"))
+    (tmp_path / "5.jpg").write_bytes(b"broken")
+    return paths
 
 
 @pytest.fixture

@@ -13,17 +13,6 @@ from kit.inputs import feature_stream
 from kit.train import run_fold
 
 
-@pytest.fixture
-def photos(tmp_path):
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(tmp_path / f"{i}.jpg")
-        paths.append(str(tmp_path / f"{i}.jpg"))
-    (tmp_path / "5.jpg").write_bytes(b"broken")
-    return paths
-
-
 @pytest.mark.parametrize("mode, kept", [("memory", 6), ("off", 0), ("disk", 6)])
 def test_every_cache_mode_reads_what_decoding_gives_and_finds_the_broken(photos, tmp_path, mode, kept):
     images, bad = load_images(photos, 16, mode, folder=tmp_path / "cache")

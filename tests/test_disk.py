@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import kit.cache
 import kit.files
@@ -22,17 +21,6 @@ from tests.helpers import ROOT, TINY, spec_file, write_competition
 
 Usage = collections.namedtuple("Usage", "total used free")
 PER = 16 * 16 * 3  # bytes of one image at 16px
-
-
-@pytest.fixture
-def photos(tmp_path):
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(tmp_path / f"{i}.jpg")
-        paths.append(str(tmp_path / f"{i}.jpg"))
-    (tmp_path / "5.jpg").write_bytes(b"broken")
-    return paths
 
 
 def full_disk(fd, offset, length):
